@@ -1,0 +1,70 @@
+# wechat-token: every target bootstraps what it needs from nothing.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Lambda runs python3.13; use pyenv's 3.13 when present, the same interpreter sam build needs.
+PY313_BIN := $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.13.*/bin))
+PYTHON ?= $(if $(PY313_BIN),$(PY313_BIN)/python3,python3)
+VENV := .venv
+VENV_SAM := .venv-sam
+BIN := $(VENV)/bin
+SAM := $(VENV_SAM)/bin/sam
+SAM_PATH := $(if $(PY313_BIN),$(PY313_BIN):,)$(PATH)
+
+.PHONY: help venv sam-venv node lint typecheck template build unit integration scenarios pytest test demo bench clean
+
+help:
+	@echo "make demo   - run the refresher and a consumer against the local WeChat simulator and a local DynamoDB"
+	@echo "make test   - lint, type-check, validate and build the SAM app, then run every test"
+	@echo "make bench  - run the benchmarks in bench/ and write bench/results.md"
+
+$(BIN)/.installed: requirements-dev.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"' \
+	  || { echo "error: $(PYTHON) is older than 3.11; install python 3.13 (pyenv install 3.13)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+venv: $(BIN)/.installed
+
+$(VENV_SAM)/.installed: requirements-sam.txt
+	$(PYTHON) -m venv $(VENV_SAM)
+	$(VENV_SAM)/bin/pip install -q --upgrade pip
+	$(VENV_SAM)/bin/pip install -q -r requirements-sam.txt
+	touch $@
+sam-venv: $(VENV_SAM)/.installed
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+node: node_modules/.installed
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy layers/wechat_token/wechat_token functions simulator local_aws scripts
+
+template: venv sam-venv
+	$(BIN)/cfn-lint template.yaml
+	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint
+
+build: sam-venv
+	@test -n "$(PY313_BIN)" || { echo "error: sam build needs python3.13 on PATH: install it with 'pyenv install 3.13' (Docker-free build)"; exit 1; }
+	PATH="$(SAM_PATH)" SAM_CLI_TELEMETRY=0 $(SAM) build
+
+pytest: venv node
+	@java -version >/dev/null 2>&1 || { echo "error: Java 17+ is needed for DynamoDB Local integration tests"; exit 1; }
+	$(BIN)/pytest
+
+test: lint typecheck template build pytest
+
+demo: venv build
+	$(BIN)/python scripts/demo.py
+
+bench: venv node build
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) $(VENV_SAM) node_modules .aws-sam .demo
