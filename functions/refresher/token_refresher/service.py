@@ -1,0 +1,331 @@
+"""The refresh algorithm, per credential, and the fan-out over every configured app.
+
+Per credential (design.md):
+1. consistent read; not due -> done (retries and duplicate schedules change nothing);
+2. lease by conditional update; held by someone else -> done;
+3. the lease returns the record as it now is: check again that it is still due;
+4. fetch from WeChat (bounded retries, every attempt counted against the daily budget);
+5. write fenced on the version seen in 3 and on our lease, releasing the lease.
+On any failure the stored value is untouched, the error is recorded, the lease released.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from wechat_token.record import ACCESS_TOKEN, CredentialRecord, fingerprint, iso
+
+from .errors import EventError, RefreshError
+from .events import RefreshRequest
+from .registry import AppConfig, RegistryLoader
+from .retry import RetryPolicy, call_with_retries
+from .settings import Settings
+from .token_store import NewValue, TokenStore
+from .wechat_api import FetchedCredential, WeChatTokenAPI
+
+logger = logging.getLogger("wechat_token.refresher")
+
+# Outcomes a summary reports, per credential.
+REFRESHED = "refreshed"
+NOT_DUE = "not_due"
+LEASE_HELD = "lease_held"
+ALREADY_REPLACED = "already_replaced"
+RATE_LIMITED = "rate_limited"
+FAILED = "failed"
+
+# A consumer reporting one of these on a token we still hold as valid means the token
+# was invalidated behind our back (someone else fetched one for this app).
+INVALID_TOKEN_CODES = (40001, 40014, 42001)
+
+# Time kept back from the Lambda's remaining time for writing results and returning.
+_SAFETY_SECONDS = 3.0
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The summary of one credential's refresh; JSON-safe, never holds a token or secret."""
+
+    app_id: str
+    kind: str
+    outcome: str
+    version: int | None = None
+    fingerprint: str | None = None
+    expires_at: str | None = None
+    wechat_calls: int = 0
+    calls_today: int | None = None
+    budget: int | None = None
+    foreign_rotation: bool = False
+    error: dict[str, str] | None = None
+    detail: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == FAILED
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "app_id": self.app_id,
+            "kind": self.kind,
+            "outcome": self.outcome,
+            "version": self.version,
+            "fingerprint": self.fingerprint,
+            "expires_at": self.expires_at,
+            "wechat_calls": self.wechat_calls,
+            "calls_today": self.calls_today,
+            "budget": self.budget,
+            "foreign_rotation": self.foreign_rotation,
+        }
+        if self.error is not None:
+            data["error"] = self.error
+        if self.detail is not None:
+            data["detail"] = self.detail
+        data.update(self.extra)
+        return data
+
+
+def stale_matches(record: CredentialRecord, stale: str) -> bool:
+    """True if the consumer's stale token (or its fingerprint) is the stored current value."""
+    if not record.value:
+        return False
+    current = fingerprint(record.value)
+    return stale == current or (not stale.startswith("sha256:") and fingerprint(stale) == current)
+
+
+class RefreshService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: TokenStore,
+        api: WeChatTokenAPI,
+        registry: RegistryLoader,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.api = api
+        self.registry = registry
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._policy = RetryPolicy(max_attempts=settings.max_attempts)
+
+    # -- fan-out --------------------------------------------------------------------------
+
+    def run(
+        self,
+        request: RefreshRequest,
+        *,
+        remaining_seconds: Callable[[], float] | None = None,
+        invocation_id: str = "local",
+    ) -> list[Outcome]:
+        """Refresh what the request names; every app is tried even if some fail."""
+        apps = self.registry.load()
+        if request.app_id is not None:
+            if request.app_id not in apps:
+                known = ", ".join(sorted(apps)) or "none"
+                raise EventError(
+                    f"App {request.app_id!r} is not in the registry secret "
+                    f"{self.settings.registry_secret_id!r} (known apps: {known}). Add it there, "
+                    "or check the app_id's spelling."
+                )
+            targets = [apps[request.app_id]]
+        else:
+            targets = list(apps.values())
+        started = time.monotonic()
+        if remaining_seconds is None:
+            remaining_seconds = lambda: 900.0 - (time.monotonic() - started)  # noqa: E731
+
+        def one(app: AppConfig) -> Outcome:
+            try:
+                return self.refresh(
+                    app, request, remaining_seconds=remaining_seconds, invocation_id=invocation_id
+                )
+            except Exception as exc:  # one app's surprise must not stop the others
+                logger.exception("unexpected error refreshing %s", app.app_id)
+                return Outcome(
+                    app.app_id,
+                    request.kind,
+                    FAILED,
+                    error={"code": type(exc).__name__, "message": "unexpected error; see logs"},
+                )
+
+        if len(targets) == 1:
+            return [one(targets[0])]
+        workers = min(self.settings.concurrency, len(targets))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh") as pool:
+            return list(pool.map(one, targets))
+
+    # -- one credential -------------------------------------------------------------------
+
+    def refresh(
+        self,
+        app: AppConfig,
+        request: RefreshRequest,
+        *,
+        remaining_seconds: Callable[[], float],
+        invocation_id: str = "local",
+    ) -> Outcome:
+        kind = request.kind if request.app_id is not None else ACCESS_TOKEN
+        now = self._clock()
+        record = self.store.read(app.app_id, kind) or CredentialRecord(app.app_id, kind)
+        decision, foreign = self._decide(record, request, now)
+        if decision != REFRESHED:
+            return self._summary(app, record, decision, now, foreign=foreign)
+
+        owner = f"{invocation_id}:{uuid.uuid4().hex[:12]}"
+        lease_until = now + self.settings.lease_seconds
+        leased = self.store.acquire_lease(app.app_id, kind, owner, now, lease_until)
+        if leased is None:
+            logger.info("%s/%s: another refresher holds the lease; nothing to do", app.app_id, kind)
+            return self._summary(app, record, LEASE_HELD, now)
+        # Double-check on the record as it stood when the lease was taken.
+        decision, foreign = self._decide(leased, request, self._clock())
+        if decision != REFRESHED:
+            self.store.release_lease(app.app_id, kind, owner)
+            return self._summary(app, leased, decision, now, foreign=foreign)
+        if foreign:
+            logger.warning(
+                "%s/%s: WeChat rejected stored token %s (errcode %s) before its expiry at %s: "
+                "something else fetched a token for this app (another server, a test tool, a "
+                "second deployment); only wechat-token may call the token endpoint",
+                app.app_id,
+                kind,
+                leased.fingerprint(),
+                request.errcode,
+                iso(leased.expires_at),
+            )
+
+        calls = 0
+
+        def time_left() -> float:
+            lease_left = lease_until - self._clock() - 5.0
+            return min(remaining_seconds() - _SAFETY_SECONDS, lease_left)
+
+        def attempt() -> FetchedCredential:
+            nonlocal calls
+            self.store.count_call(app.app_id, kind, self._clock(), self.settings.daily_call_budget)
+            calls += 1
+            force = request.force or request.passive
+            return self.api.fetch_token(app, force=force)
+
+        def on_retry(number: int, exc: RefreshError, pause: float) -> None:
+            logger.warning(
+                "%s/%s: attempt %d failed (%s), retrying in %.1f s",
+                app.app_id,
+                kind,
+                number,
+                exc.code,
+                pause,
+            )
+
+        try:
+            fetched = call_with_retries(
+                attempt,
+                policy=self._policy,
+                time_left=time_left,
+                attempt_cost=self.settings.http_timeout_seconds,
+                sleep=self._sleep,
+                rng=self._rng,
+                on_retry=on_retry,
+            )
+            stored = self.store.write(
+                app.app_id,
+                kind,
+                owner,
+                leased.version,
+                NewValue(
+                    value=fetched.value,
+                    expires_at=fetched.sent_at
+                    + fetched.expires_in
+                    - self.settings.expiry_skew_seconds,
+                    fetched_at=fetched.sent_at,
+                    source=fetched.source,
+                    previous_valid_until=fetched.sent_at + self.settings.previous_grace_seconds,
+                    passive=request.passive,
+                    foreign_rotation=foreign,
+                ),
+                leased,
+            )
+        except RefreshError as exc:
+            self.store.record_failure(app.app_id, kind, owner, exc.code, str(exc), self._clock())
+            logger.error("%s/%s: refresh failed (%s): %s", app.app_id, kind, exc.code, exc)
+            outcome = self._summary(app, leased, FAILED, self._clock(), calls=calls)
+            outcome.error = {"code": exc.code, "message": str(exc)}
+            outcome.foreign_rotation = foreign
+            return outcome
+        except BaseException:
+            # Unknown failure (DynamoDB down, a bug): free the lease for the next run if we can.
+            try:
+                self.store.release_lease(app.app_id, kind, owner)
+            except Exception:
+                logger.warning(
+                    "%s/%s: could not release the lease; it expires by itself", app.app_id, kind
+                )
+            raise
+        logger.info(
+            "%s/%s: stored %s (version %d), expires %s, %d WeChat call(s)",
+            app.app_id,
+            kind,
+            stored.fingerprint(),
+            stored.version,
+            iso(stored.expires_at),
+            calls,
+        )
+        return self._summary(app, stored, REFRESHED, self._clock(), calls=calls, foreign=foreign)
+
+    def _decide(
+        self, record: CredentialRecord, request: RefreshRequest, now: float
+    ) -> tuple[str, bool]:
+        """REFRESHED if WeChat must be called, else the outcome; plus foreign-rotation evidence."""
+        if request.passive:
+            assert request.stale_token is not None
+            if record.has_value and not stale_matches(record, request.stale_token):
+                return ALREADY_REPLACED, False
+            foreign = record.is_valid(now) and request.errcode in INVALID_TOKEN_CODES
+            if (
+                record.passive_at is not None
+                and now - record.passive_at < self.settings.passive_min_interval_seconds
+                and record.is_valid(now)
+            ):
+                return RATE_LIMITED, foreign
+            return REFRESHED, foreign
+        if request.force or not record.has_value:
+            return REFRESHED, False
+        due = record.remaining(now) < (
+            self.settings.refresh_interval_seconds + self.settings.refresh_slack_seconds
+        )
+        return (REFRESHED if due else NOT_DUE), False
+
+    def _summary(
+        self,
+        app: AppConfig,
+        record: CredentialRecord,
+        outcome: str,
+        now: float,
+        *,
+        calls: int = 0,
+        foreign: bool = False,
+    ) -> Outcome:
+        return Outcome(
+            app_id=app.app_id,
+            kind=record.kind,
+            outcome=outcome,
+            version=record.version,
+            fingerprint=record.fingerprint(),
+            expires_at=iso(record.expires_at) if record.expires_at else None,
+            wechat_calls=calls,
+            calls_today=record.calls_today(now),
+            budget=self.settings.daily_call_budget,
+            foreign_rotation=foreign,
+        )

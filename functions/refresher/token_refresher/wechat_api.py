@@ -1,0 +1,258 @@
+"""WeChat's credential endpoints: one attempt per call, errors classified, nothing leaked.
+
+Each method makes exactly one HTTP request; retrying is the caller's decision (see
+``retry.py``), so that every attempt is counted against the daily budget.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .errors import GarbledReplyError, TransportError, WeChatAPIError
+from .registry import STABLE, WECOM, AppConfig
+
+MAX_VALUE_LENGTH = 512
+MAX_EXPIRES_IN = 7200
+
+# errcode -> (class, what to do). "transient" is retried; everything else fails fast,
+# because retrying a code that retrying cannot fix burns the 2000-a-day quota.
+_ERRORS: dict[int, tuple[str, str]] = {
+    -1: ("transient", "WeChat is busy; retried with backoff"),
+    40001: (
+        "configuration",
+        "WeChat rejected the credentials: check the secret in the registry (it changes when "
+        "someone resets the AppSecret on the WeChat admin console)",
+    ),
+    40002: ("configuration", "invalid grant_type: please report this as a wechat-token bug"),
+    40013: ("configuration", "invalid appid (or corpid): check the app's id in the registry"),
+    40125: (
+        "configuration",
+        "invalid AppSecret: copy the current AppSecret into the registry secret",
+    ),
+    40164: (
+        "configuration",
+        "the refresher's egress IP is not on the app's IP whitelist: give the refresher a fixed "
+        "egress IP (NAT gateway, see the README) and add it to the whitelist",
+    ),
+    40243: ("configuration", "the AppSecret is frozen: unfreeze it on the WeChat admin console"),
+    41002: ("configuration", "appid missing: the registry entry needs an app id"),
+    41004: ("configuration", "secret missing: the registry entry needs its secret"),
+    43002: ("configuration", "WeChat wants POST here: please report this as a wechat-token bug"),
+    45009: (
+        "quota",
+        "the app's daily token quota (2000 calls) is used up: WeChat refuses until midnight "
+        "UTC+8 or a quota reset; find whatever else calls the token endpoint for this app",
+    ),
+    45011: ("quota", "WeChat's per-minute limit was hit: the next run tries again"),
+    48006: ("quota", "the monthly quota resets are used up: wait for WeChat's quota day"),
+    89503: (
+        "configuration",
+        "an administrator must confirm this IP on the WeChat admin console before it may call",
+    ),
+    89506: ("configuration", "this IP is blocked for 24 hours by the app's administrator"),
+    89507: ("configuration", "this IP is blocked for 1 hour by the app's administrator"),
+}
+
+_SENSITIVE_QUERY = re.compile(r"(secret|corpsecret|access_token|ticket)=[^&\s'\"]*", re.IGNORECASE)
+
+
+def redact(text: str, *values: str) -> str:
+    """Remove secrets and tokens from text bound for a log line or an exception."""
+    text = _SENSITIVE_QUERY.sub(r"\1=***", text)
+    for value in values:
+        if value:
+            text = text.replace(value, "***")
+    return text
+
+
+def classify(errcode: int) -> tuple[str, str]:
+    return _ERRORS.get(errcode, ("unknown", "an error wechat-token does not know; not retried"))
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedCredential:
+    """A credential WeChat just issued. ``repr`` never shows the value."""
+
+    value: str = field(repr=False)
+    expires_in: int
+    sent_at: float
+    source: str
+
+
+class WeChatTokenAPI:
+    """The token and ticket endpoints of WeChat and WeCom."""
+
+    def __init__(
+        self,
+        *,
+        wechat_base_url: str,
+        wecom_base_url: str,
+        timeout_seconds: float,
+        clock: Callable[[], float],
+        http: httpx.Client | None = None,
+    ) -> None:
+        self._wechat = wechat_base_url.rstrip("/")
+        self._wecom = wecom_base_url.rstrip("/")
+        self._clock = clock
+        self._http = http or httpx.Client(
+            timeout=httpx.Timeout(timeout_seconds, connect=min(3.0, timeout_seconds)),
+            follow_redirects=False,
+            headers={"User-Agent": "wechat-token-refresher"},
+        )
+
+    def fetch_token(self, app: AppConfig, *, force: bool = False) -> FetchedCredential:
+        """One attempt at a new access_token for the app, by the endpoint its type uses."""
+        if app.type == STABLE:
+            path = "/cgi-bin/stable_token"
+            body = {
+                "grant_type": "client_credential",
+                "appid": app.appid,
+                "secret": app.secret,
+                "force_refresh": force,
+            }
+            request = self._http.build_request("POST", self._wechat + path, json=body)
+        elif app.type == WECOM:
+            path = "/cgi-bin/gettoken"
+            params = {"corpid": app.appid, "corpsecret": app.secret}
+            request = self._http.build_request("GET", self._wecom + path, params=params)
+        else:
+            path = "/cgi-bin/token"
+            params = {"grant_type": "client_credential", "appid": app.appid, "secret": app.secret}
+            request = self._http.build_request("GET", self._wechat + path, params=params)
+        sent_at = self._clock()
+        reply = self._send(request, app, path)
+        return FetchedCredential(
+            value=_value(reply, "access_token", app, path),
+            expires_in=_expires_in(reply, app, path),
+            sent_at=sent_at,
+            source=path,
+        )
+
+    def fetch_ticket(
+        self, app: AppConfig, access_token: str, ticket_type: str
+    ) -> FetchedCredential:
+        """One attempt at a JS-SDK ticket, fetched with (and bound to) ``access_token``."""
+        if app.type == WECOM:
+            if ticket_type == "agent_config":
+                path, params = "/cgi-bin/ticket/get", {"type": "agent_config"}
+            else:
+                path, params = "/cgi-bin/get_jsapi_ticket", {}
+            base = self._wecom
+        else:
+            path, params, base = "/cgi-bin/ticket/getticket", {"type": ticket_type}, self._wechat
+        params["access_token"] = access_token
+        request = self._http.build_request("GET", base + path, params=params)
+        sent_at = self._clock()
+        reply = self._send(request, app, path, access_token)
+        return FetchedCredential(
+            value=_value(reply, "ticket", app, path),
+            expires_in=_expires_in(reply, app, path),
+            sent_at=sent_at,
+            source=path,
+        )
+
+    def probe(self, app: AppConfig, access_token: str) -> int:
+        """Ask a cheap business API whether WeChat still accepts the token: its errcode (0 = ok).
+
+        The call is outside the token quota; a 40001 on a token we still consider valid
+        means someone else fetched a token for this app.
+        """
+        base = self._wecom if app.type == WECOM else self._wechat
+        path = "/cgi-bin/get_api_domain_ip"
+        request = self._http.build_request(
+            "GET", base + path, params={"access_token": access_token}
+        )
+        reply = self._send(request, app, path, access_token, raise_errcode=False)
+        errcode = reply.get("errcode", 0)
+        return errcode if isinstance(errcode, int) else -1
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(
+        self,
+        request: httpx.Request,
+        app: AppConfig,
+        path: str,
+        *extra_secrets: str,
+        raise_errcode: bool = True,
+    ) -> dict[str, Any]:
+        secrets = (app.secret, *extra_secrets)
+        try:
+            response = self._http.send(request)
+        except httpx.HTTPError as exc:
+            # httpx messages and tracebacks can carry the URL, whose query holds the secret:
+            # keep only the class and a redacted message, and drop the chain.
+            raise TransportError(
+                f"{type(exc).__name__} calling WeChat {path} for app {app.app_id!r}: "
+                f"{redact(str(exc), *secrets) or 'no details'}"
+            ) from None
+        if response.status_code >= 500:
+            raise TransportError(
+                f"WeChat {path} answered HTTP {response.status_code} for app {app.app_id!r}"
+            )
+        if response.status_code != 200:
+            raise GarbledReplyError(
+                f"WeChat {path} answered HTTP {response.status_code} for app {app.app_id!r}; "
+                "check WECHAT_API_BASE_URL / WECOM_API_BASE_URL"
+            )
+        try:
+            reply = json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            raise GarbledReplyError(
+                f"WeChat {path} sent a reply that is not JSON for app {app.app_id!r} "
+                f"({len(response.content)} bytes, content-type "
+                f"{response.headers.get('content-type', 'none')!r}); nothing was stored"
+            ) from None
+        if not isinstance(reply, dict):
+            raise GarbledReplyError(
+                f"WeChat {path} sent JSON that is not an object for app {app.app_id!r}; "
+                "nothing was stored"
+            )
+        errcode = reply.get("errcode", 0)
+        if raise_errcode and errcode not in (0, None):
+            if not isinstance(errcode, int) or isinstance(errcode, bool):
+                raise GarbledReplyError(
+                    f"WeChat {path} sent a non-numeric errcode for app {app.app_id!r}"
+                )
+            kind, advice = classify(errcode)
+            errmsg = redact(str(reply.get("errmsg", "")), *secrets)[:200]
+            raise WeChatAPIError(
+                errcode,
+                f"WeChat {path} refused app {app.app_id!r} with {errcode} ({errmsg}): {advice}",
+                retryable=kind == "transient",
+                kind=kind,
+            )
+        return reply
+
+
+def _value(reply: dict[str, Any], name: str, app: AppConfig, path: str) -> str:
+    value = reply.get(name)
+    if not isinstance(value, str) or not value or len(value) > MAX_VALUE_LENGTH:
+        raise GarbledReplyError(
+            f"WeChat {path} reply for app {app.app_id!r} has no usable {name!r} "
+            f"(expected a string of 1-{MAX_VALUE_LENGTH} characters); nothing was stored"
+        )
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise GarbledReplyError(
+            f"WeChat {path} reply for app {app.app_id!r} has a {name!r} with whitespace or "
+            "control characters; nothing was stored"
+        )
+    return value
+
+
+def _expires_in(reply: dict[str, Any], app: AppConfig, path: str) -> int:
+    expires_in = reply.get("expires_in")
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or expires_in <= 0:
+        raise GarbledReplyError(
+            f"WeChat {path} reply for app {app.app_id!r} has no positive 'expires_in'; "
+            "nothing was stored"
+        )
+    # Never trust a longer life than WeChat documents: a shorter one is always safe.
+    return int(min(expires_in, MAX_EXPIRES_IN))
