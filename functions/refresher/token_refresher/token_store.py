@@ -122,7 +122,7 @@ class TokenStore:
             except ClientError as exc:
                 if not _condition_failed(exc):
                     raise
-                old = exc.response.get("Item") or {}
+                old = _old_item(exc)
                 old_day = (
                     _deserializer.deserialize(old["calls_day"]) if "calls_day" in old else None
                 )
@@ -158,7 +158,7 @@ class TokenStore:
         previous: CredentialRecord,
     ) -> CredentialRecord:
         """Store a new value, fenced by version and lease, releasing the lease in the same write."""
-        names = {"#value": "value"}
+        names = {"#value": "value", "#source": "source"}
         values: dict[str, Any] = {
             ":value": _av(new.value),
             ":expires_at": _av(new.expires_at),
@@ -173,7 +173,7 @@ class TokenStore:
             "#value = :value",
             "expires_at = :expires_at",
             "fetched_at = :fetched_at",
-            "source = :source",
+            "#source = :source",
             "version = :version",
             "last_success_at = :now",
         ]

@@ -200,7 +200,7 @@ class WeChatTokenAPI:
         if response.status_code != 200:
             raise GarbledReplyError(
                 f"WeChat {path} answered HTTP {response.status_code} for app {app.app_id!r}; "
-                "check WECHAT_API_BASE_URL / WECOM_API_BASE_URL"
+                "check WECHAT_API_BASE_URL / WECOM_API_BASE_URL; nothing was stored"
             )
         try:
             reply = json.loads(response.content)
@@ -219,7 +219,8 @@ class WeChatTokenAPI:
         if raise_errcode and errcode not in (0, None):
             if not isinstance(errcode, int) or isinstance(errcode, bool):
                 raise GarbledReplyError(
-                    f"WeChat {path} sent a non-numeric errcode for app {app.app_id!r}"
+                    f"WeChat {path} sent a non-numeric errcode for app {app.app_id!r}; "
+                    "nothing was stored"
                 )
             kind, advice = classify(errcode)
             errmsg = redact(str(reply.get("errmsg", "")), *secrets)[:200]
