@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from token_refresher.events import parse_event
 from token_refresher.service import (
     ALREADY_REPLACED,
     FAILED,
@@ -130,8 +131,6 @@ def test_an_older_fetch_never_overwrites_a_newer_token(harness: Harness) -> None
         return fetched
 
     service.api.fetch_token = fetch_while_another_writer_wins  # type: ignore[method-assign]
-    from token_refresher.events import parse_event
-
     [outcome] = service.run(parse_event({}))
     record = store.read(APP, "access_token")
     assert outcome.outcome == FAILED

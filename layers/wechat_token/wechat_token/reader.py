@@ -75,7 +75,7 @@ class TokenReader:
     ) -> None:
         self._table_name = table_name
         self._client = client
-        self._cache_seconds = cache_seconds
+        self._cache_seconds = cache_seconds_from_env() if cache_seconds is None else cache_seconds
         self._clock = clock
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._miss_lock = threading.Lock()
@@ -94,8 +94,6 @@ class TokenReader:
 
     @property
     def cache_seconds(self) -> float:
-        if self._cache_seconds is None:
-            self._cache_seconds = cache_seconds_from_env()
         return self._cache_seconds
 
     def get(self, app_id: str | None = None, kind: str = ACCESS_TOKEN) -> str:

