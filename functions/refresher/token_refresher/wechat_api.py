@@ -7,12 +7,12 @@ Each method makes exactly one HTTP request; retrying is the caller's decision (s
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from wechat_token.redaction import redact
 
 from .errors import GarbledReplyError, TransportError, WeChatAPIError
 from .registry import STABLE, WECOM, AppConfig
@@ -58,18 +58,6 @@ _ERRORS: dict[int, tuple[str, str]] = {
     89506: ("configuration", "this IP is blocked for 24 hours by the app's administrator"),
     89507: ("configuration", "this IP is blocked for 1 hour by the app's administrator"),
 }
-
-_SENSITIVE_QUERY = re.compile(r"(secret|corpsecret|access_token|ticket)=[^&\s'\"]*", re.IGNORECASE)
-
-
-def redact(text: str, *values: str) -> str:
-    """Remove secrets and tokens from text bound for a log line or an exception."""
-    text = _SENSITIVE_QUERY.sub(r"\1=***", text)
-    for value in values:
-        if value:
-            text = text.replace(value, "***")
-    return text
-
 
 def classify(errcode: int) -> tuple[str, str]:
     return _ERRORS.get(errcode, ("unknown", "an error wechat-token does not know; not retried"))

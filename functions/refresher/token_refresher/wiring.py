@@ -8,6 +8,8 @@ import time
 import boto3
 from botocore.config import Config
 
+from wechat_token.redaction import quiet_http_loggers
+
 from .registry import RegistryLoader
 from .service import RefreshService
 from .settings import Settings
@@ -16,8 +18,9 @@ from .wechat_api import WeChatTokenAPI
 
 # botocore logs request and response bodies at DEBUG (the secret, the token) and httpx
 # logs every URL at INFO (the secret in the query string): keep both quiet at any level.
-for _name in ("botocore", "boto3", "urllib3", "httpx", "httpcore"):
+for _name in ("botocore", "boto3", "urllib3"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+quiet_http_loggers()
 
 _AWS_CONFIG = Config(
     connect_timeout=3,

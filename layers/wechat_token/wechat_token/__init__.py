@@ -7,6 +7,7 @@
 Importing this package imports neither boto3 nor httpx; they load on first use.
 """
 
+from .client import WeChatAPIError, WeChatClient, WeChatTransportError
 from .errors import (
     ConfigurationError,
     TokenError,
@@ -14,6 +15,7 @@ from .errors import (
     TokenNotFoundError,
     TokenStoreError,
 )
+from .passive import LambdaPassiveRefresh, PassiveRefreshError
 from .reader import TokenReader, configure, get_access_token
 from .record import ACCESS_TOKEN, JSAPI_TICKET, CredentialRecord, fingerprint
 
@@ -22,11 +24,16 @@ __all__ = [
     "JSAPI_TICKET",
     "ConfigurationError",
     "CredentialRecord",
+    "LambdaPassiveRefresh",
+    "PassiveRefreshError",
     "TokenError",
     "TokenExpiredError",
     "TokenNotFoundError",
     "TokenReader",
     "TokenStoreError",
+    "WeChatAPIError",
+    "WeChatClient",
+    "WeChatTransportError",
     "configure",
     "fingerprint",
     "get_access_token",

@@ -112,6 +112,12 @@ class TokenReader:
         """Forget the cached value, so that the next ``get`` reads the table."""
         self._entries.pop((app_id or app_id_from_env(), kind), None)
 
+    def refetch(self, app_id: str | None = None, kind: str = ACCESS_TOKEN) -> str:
+        """Drop the cached value and read the table with a strongly consistent read."""
+        key = (app_id or app_id_from_env(), kind)
+        with self._miss_lock:
+            return self._load(key, self._entries.pop(key, None), consistent=True)
+
     def clear(self) -> None:
         self._entries.clear()
 
@@ -119,10 +125,10 @@ class TokenReader:
         """The stored record itself (uncached, strongly consistent), for diagnostics."""
         return read_record(self.client, self.table_name, app_id, kind, consistent=True)
 
-    def _load(self, key: tuple[str, str], stale: _Entry | None) -> str:
+    def _load(self, key: tuple[str, str], stale: _Entry | None, *, consistent: bool = False) -> str:
         app_id, kind = key
         try:
-            record = read_record(self.client, self.table_name, app_id, kind)
+            record = read_record(self.client, self.table_name, app_id, kind, consistent=consistent)
         except TokenStoreError:
             # Last known good: a value we already hold stays usable until its own expiry,
             # so a DynamoDB hiccup does not take every consumer down with it.
