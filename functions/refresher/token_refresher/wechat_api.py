@@ -59,6 +59,7 @@ _ERRORS: dict[int, tuple[str, str]] = {
     89507: ("configuration", "this IP is blocked for 1 hour by the app's administrator"),
 }
 
+
 def classify(errcode: int) -> tuple[str, str]:
     return _ERRORS.get(errcode, ("unknown", "an error wechat-token does not know; not retried"))
 

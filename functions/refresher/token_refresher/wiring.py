@@ -7,7 +7,6 @@ import time
 
 import boto3
 from botocore.config import Config
-
 from wechat_token.redaction import quiet_http_loggers
 
 from .registry import RegistryLoader
