@@ -15,11 +15,10 @@ import pytest
 import respx
 from moto import mock_aws
 from token_refresher.events import parse_event
-from token_refresher.registry import RegistryLoader
 from token_refresher.service import Outcome, RefreshService
 from token_refresher.settings import Settings
 from token_refresher.token_store import TokenStore
-from token_refresher.wechat_api import WeChatTokenAPI
+from token_refresher.wiring import build_service
 from wechat_token.record import ACCESS_TOKEN, CredentialRecord
 
 from local_aws.resources import create_token_table
@@ -106,17 +105,10 @@ class Harness:
             self.secrets.put_secret_value(SecretId=SECRET_ID, SecretString=text)
 
     def service(self, **overrides: Any) -> RefreshService:
-        settings = replace(self.settings, **overrides)
-        return RefreshService(
-            settings,
-            TokenStore(self.dynamodb, TABLE),
-            WeChatTokenAPI(
-                wechat_base_url=BASE,
-                wecom_base_url=WECOM_BASE,
-                timeout_seconds=settings.http_timeout_seconds,
-                clock=self.clock,
-            ),
-            RegistryLoader(self.secrets, SECRET_ID, cache_seconds=0),
+        return build_service(
+            replace(self.settings, registry_cache_seconds=0, **overrides),
+            dynamodb=self.dynamodb,
+            secrets=self.secrets,
             clock=self.clock,
             sleep=self.sleeps.append,
             rng=random.Random(7),

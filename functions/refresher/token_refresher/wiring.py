@@ -1,11 +1,15 @@
-"""Builds the production service from the environment, once per execution environment."""
+"""Builds the service from settings: production defaults, every dependency injectable."""
 
 from __future__ import annotations
 
 import logging
+import random
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import boto3
+import httpx
 from botocore.config import Config
 from wechat_token.redaction import quiet_http_loggers
 
@@ -15,23 +19,38 @@ from .settings import Settings
 from .token_store import TokenStore
 from .wechat_api import WeChatTokenAPI
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
 # botocore logs request and response bodies at DEBUG (the secret, the token) and httpx
-# logs every URL at INFO (the secret in the query string): keep both quiet at any level.
+# logs every URL at INFO (the secret in the query string): keep them quiet at any level.
 for _name in ("botocore", "boto3", "urllib3"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 quiet_http_loggers()
 
-_AWS_CONFIG = Config(
+# botocore's standard retry mode: backoff with jitter on throttling, 5xx and timeouts.
+AWS_CONFIG = Config(
     connect_timeout=3,
     read_timeout=5,
     retries={"mode": "standard", "max_attempts": 5},
 )
 
 
-def build_service(settings: Settings) -> RefreshService:
-    session = boto3.session.Session()
-    dynamodb = session.client("dynamodb", config=_AWS_CONFIG)
-    secrets = session.client("secretsmanager", config=_AWS_CONFIG)
+def build_service(
+    settings: Settings,
+    *,
+    dynamodb: DynamoDBClient | None = None,
+    secrets: SecretsManagerClient | None = None,
+    http: httpx.Client | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> RefreshService:
+    if dynamodb is None or secrets is None:
+        session = boto3.session.Session()
+        dynamodb = dynamodb or session.client("dynamodb", config=AWS_CONFIG)
+        secrets = secrets or session.client("secretsmanager", config=AWS_CONFIG)
     return RefreshService(
         settings,
         TokenStore(dynamodb, settings.table_name),
@@ -39,9 +58,13 @@ def build_service(settings: Settings) -> RefreshService:
             wechat_base_url=settings.wechat_api_base_url,
             wecom_base_url=settings.wecom_api_base_url,
             timeout_seconds=settings.http_timeout_seconds,
-            clock=time.time,
+            clock=clock,
+            http=http,
         ),
         RegistryLoader(
             secrets, settings.registry_secret_id, cache_seconds=settings.registry_cache_seconds
         ),
+        clock=clock,
+        sleep=sleep,
+        rng=rng,
     )
