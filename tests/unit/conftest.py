@@ -78,6 +78,16 @@ class FakeWeChat:
     def calls(self) -> int:
         return len(self.requests)
 
+    # Tokens WeChat no longer accepts (as if someone fetched new ones behind our back).
+    rejected: set[str] = field(default_factory=set)
+    probes: int = 0
+
+    def probe(self, request: httpx.Request) -> httpx.Response:
+        self.probes += 1
+        if request.url.params.get("access_token") in self.rejected:
+            return httpx.Response(200, json={"errcode": 40001, "errmsg": "invalid credential"})
+        return httpx.Response(200, json={"ip_list": ["101.226.103.0/25"]})
+
 
 class Harness:
     """A refresher wired to moto and respx, with helpers to read what users would see."""
@@ -140,6 +150,7 @@ def wechat() -> Iterator[FakeWeChat]:
     fake = FakeWeChat()
     with respx.mock(assert_all_called=False) as router:
         router.get(f"{BASE}/cgi-bin/token").mock(side_effect=fake)
+        router.get(f"{BASE}/cgi-bin/get_api_domain_ip").mock(side_effect=fake.probe)
         yield fake
 
 

@@ -364,3 +364,26 @@ def test_disabled_registry_entries_are_skipped(harness: Harness) -> None:
     harness.set_registry({APP: {"secret": SECRET}, "wxoff": {"secret": "x", "enabled": False}})
     outcomes = harness.run()
     assert [o.app_id for o in outcomes] == [APP]
+
+
+def test_a_scheduled_run_detects_a_token_invalidated_behind_our_back(harness: Harness) -> None:
+    harness.run()
+    harness.clock.advance(600)
+    [quiet] = harness.run()
+    assert quiet.outcome == NOT_DUE
+    assert harness.wechat.probes == 1, "each scheduled run asks WeChat about the stored token"
+    harness.wechat.rejected.add(harness.wechat.issued[0])  # a foreign fetch, 5 minutes ago
+    [outcome] = harness.run()
+    assert outcome.outcome == REFRESHED
+    assert outcome.foreign_rotation
+    record = harness.record()
+    assert record is not None
+    assert record.value == harness.wechat.issued[1]
+    assert record.foreign_rotations == 1
+
+
+def test_probing_can_be_switched_off(harness: Harness) -> None:
+    harness.run()
+    harness.clock.advance(600)
+    harness.run(probe_stored_tokens=False)
+    assert harness.wechat.probes == 0

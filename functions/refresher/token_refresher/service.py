@@ -179,6 +179,7 @@ class RefreshService:
         kind = request.kind if request.app_id is not None else ACCESS_TOKEN
         now = self._clock()
         record = self.store.read(app.app_id, kind) or CredentialRecord(app.app_id, kind)
+        request = self._probe(app, record, request, now)
         decision, foreign = self._decide(record, request, now)
         if decision != REFRESHED:
             return self._summary(app, record, decision, now, foreign=foreign)
@@ -283,6 +284,40 @@ class RefreshService:
             calls,
         )
         return self._summary(app, stored, REFRESHED, self._clock(), calls=calls, foreign=foreign)
+
+    def _probe(
+        self, app: AppConfig, record: CredentialRecord, request: RefreshRequest, now: float
+    ) -> RefreshRequest:
+        """On a scheduled run, ask WeChat whether it still accepts the stored token.
+
+        A rejection of a token we hold as valid means it was invalidated behind our back
+        (a foreign fetch, or WeCom's early invalidation): handle it as a passive refresh.
+        The probe is a business API call, outside the token quota.
+        """
+        if (
+            not self.settings.probe_stored_tokens
+            or request.force
+            or request.passive
+            or record.kind != ACCESS_TOKEN
+            or not record.is_valid(now)
+        ):
+            return request
+        assert record.value is not None
+        try:
+            errcode = self.api.probe(app, record.value)
+        except RefreshError as exc:
+            logger.info(
+                "%s: could not probe the stored token (%s); not judged", app.app_id, exc.code
+            )
+            return request
+        if errcode not in INVALID_TOKEN_CODES:
+            return request
+        return RefreshRequest(
+            app_id=app.app_id,
+            kind=record.kind,
+            stale_token=record.fingerprint(),
+            errcode=errcode,
+        )
 
     def _decide(
         self, record: CredentialRecord, request: RefreshRequest, now: float

@@ -31,6 +31,8 @@ class Settings:
     max_attempts: int = 4
     passive_min_interval_seconds: float = 60.0
     registry_cache_seconds: float = 60.0
+    # Ask a business API, each scheduled run, whether WeChat still accepts the stored token.
+    probe_stored_tokens: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -69,6 +71,7 @@ class Settings:
             passive_min_interval_seconds=_number(
                 env, "PASSIVE_MIN_INTERVAL_SECONDS", cls.passive_min_interval_seconds, 0, 3600
             ),
+            probe_stored_tokens=_flag(env, "PROBE_STORED_TOKENS", cls.probe_stored_tokens),
         )
         if settings.refresh_interval_seconds + settings.refresh_slack_seconds >= 7200 - (
             settings.expiry_skew_seconds
@@ -100,6 +103,17 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
     if not value.startswith(("https://", "http://")):
         raise SettingsError(f"{name}={value!r} is not an http(s) URL.")
     return value.rstrip("/")
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} must be true or false.")
 
 
 def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
