@@ -8,6 +8,7 @@ from typing import Any
 from wechat_token.record import ACCESS_TOKEN
 
 from .errors import EventError
+from .registry import TYPES
 
 _KINDS = (ACCESS_TOKEN, "jsapi_ticket", "wx_card_ticket", "agent_config_ticket")
 
@@ -26,6 +27,8 @@ class RefreshRequest:
     force: bool = False
     stale_token: str | None = None
     errcode: int | None = None
+    # A scheduled run may be limited to some registry types (the stable-token schedule).
+    types: tuple[str, ...] = ()
 
     @property
     def passive(self) -> bool:
@@ -48,8 +51,11 @@ def parse_event(event: Any) -> RefreshRequest:
         if "stale_token" in event or "kind" in event:
             raise EventError('"stale_token" and "kind" need "app_id": which app\'s token is stale?')
         # A scheduled run: EventBridge Scheduler sends the template's Input; rule events
-        # carry their own fields. Either way, nothing else is read from it.
-        return RefreshRequest(force=force)
+        # carry their own fields. Only "types" (and "force") are read from it.
+        types = event.get("types", [])
+        if not isinstance(types, list) or any(t not in TYPES for t in types):
+            raise EventError(f'"types" must be a list drawn from {list(TYPES)}.')
+        return RefreshRequest(force=force, types=tuple(types))
     if not isinstance(app_id, str) or not app_id.strip():
         raise EventError('"app_id" must be a non-empty string naming an app in the registry.')
     kind = event.get("kind", ACCESS_TOKEN)

@@ -20,11 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from wechat_token.record import ACCESS_TOKEN, CredentialRecord, fingerprint, iso
+from wechat_token.record import ACCESS_TOKEN, JSAPI_TICKET, CredentialRecord, fingerprint, iso
 
 from .errors import EventError, RefreshError
 from .events import RefreshRequest
-from .registry import AppConfig, RegistryLoader
+from .registry import STABLE, AppConfig, RegistryLoader
 from .retry import RetryPolicy, call_with_retries
 from .settings import Settings
 from .token_store import NewValue, TokenStore
@@ -43,6 +43,15 @@ FAILED = "failed"
 # A consumer reporting one of these on a token we still hold as valid means the token
 # was invalidated behind our back (someone else fetched one for this app).
 INVALID_TOKEN_CODES = (40001, 40014, 42001)
+
+# Registry ticket types and the record kinds they are stored under.
+TICKET_KINDS = {
+    "jsapi": JSAPI_TICKET,
+    "wx_card": "wx_card_ticket",
+    "agent_config": "agent_config_ticket",
+}
+TICKET_TYPES_BY_KIND = {kind: ticket for ticket, kind in TICKET_KINDS.items()}
+STABLE_FORCE_MIN_GAP_SECONDS = 30.0
 
 # Time kept back from the Lambda's remaining time for writing results and returning.
 _SAFETY_SECONDS = 3.0
@@ -141,60 +150,150 @@ class RefreshService:
                 )
             targets = [apps[request.app_id]]
         else:
-            targets = list(apps.values())
+            targets = [
+                app for app in apps.values() if not request.types or app.type in request.types
+            ]
         started = time.monotonic()
         if remaining_seconds is None:
             remaining_seconds = lambda: 900.0 - (time.monotonic() - started)  # noqa: E731
 
-        def one(app: AppConfig) -> Outcome:
+        def one(app: AppConfig) -> list[Outcome]:
             try:
-                return self.refresh(
+                return self.refresh_app(
                     app, request, remaining_seconds=remaining_seconds, invocation_id=invocation_id
                 )
+            except EventError:
+                raise
             except Exception as exc:  # one app's surprise must not stop the others
                 logger.exception("unexpected error refreshing %s", app.app_id)
-                return Outcome(
-                    app.app_id,
-                    request.kind,
-                    FAILED,
-                    error={"code": type(exc).__name__, "message": "unexpected error; see logs"},
-                )
+                return [
+                    Outcome(
+                        app.app_id,
+                        request.kind,
+                        FAILED,
+                        error={"code": type(exc).__name__, "message": "unexpected error; see logs"},
+                    )
+                ]
 
         if len(targets) == 1:
-            return [one(targets[0])]
+            return one(targets[0])
         workers = min(self.settings.concurrency, len(targets))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh") as pool:
-            return list(pool.map(one, targets))
+            return [outcome for outcomes in pool.map(one, targets) for outcome in outcomes]
 
     # -- one credential -------------------------------------------------------------------
 
-    def refresh(
+    def refresh_app(
         self,
         app: AppConfig,
         request: RefreshRequest,
         *,
         remaining_seconds: Callable[[], float],
         invocation_id: str = "local",
+    ) -> list[Outcome]:
+        """The app's access_token, then its tickets (fetched with the token just stored)."""
+        if request.app_id is not None and request.kind != ACCESS_TOKEN:
+            ticket = TICKET_TYPES_BY_KIND.get(request.kind)
+            if ticket is None or ticket not in app.tickets:
+                raise EventError(
+                    f"App {app.app_id!r} has no {request.kind!r} in the registry: add "
+                    f'"tickets": [{ticket or "jsapi"!r}] to its entry.'
+                )
+            return [self._refresh_ticket(app, ticket, request, remaining_seconds, invocation_id)]
+        outcomes = [self.refresh(app, request, remaining_seconds, invocation_id)]
+        # Tickets are bound to the token that fetched them: renew them whenever it rotates.
+        # A forced or passive token refresh only asks for the tickets' due check.
+        ticket_request = RefreshRequest(app_id=app.app_id) if request.app_id else request
+        for ticket in app.tickets:
+            outcomes.append(
+                self._refresh_ticket(app, ticket, ticket_request, remaining_seconds, invocation_id)
+            )
+        return outcomes
+
+    def refresh(
+        self,
+        app: AppConfig,
+        request: RefreshRequest,
+        remaining_seconds: Callable[[], float],
+        invocation_id: str = "local",
     ) -> Outcome:
-        kind = request.kind if request.app_id is not None else ACCESS_TOKEN
+        """Refresh the app's access_token as the request asks (scheduled, forced or passive)."""
+
+        def fetch(force: bool) -> FetchedCredential:
+            return self.api.fetch_token(app, force=force)
+
+        return self._refresh_credential(
+            app,
+            ACCESS_TOKEN,
+            request,
+            fetch,
+            remaining_seconds=remaining_seconds,
+            invocation_id=invocation_id,
+        )
+
+    def _refresh_ticket(
+        self,
+        app: AppConfig,
+        ticket: str,
+        request: RefreshRequest,
+        remaining_seconds: Callable[[], float],
+        invocation_id: str,
+    ) -> Outcome:
+        kind = TICKET_KINDS[ticket]
+        token = self.store.read(app.app_id, ACCESS_TOKEN)
+        if token is None or not token.is_valid(self._clock()):
+            outcome = Outcome(app.app_id, kind, FAILED, budget=self.settings.daily_call_budget)
+            outcome.error = {
+                "code": "no_token",
+                "message": f"No valid access_token for {app.app_id!r} to fetch its {kind} with; "
+                "the token refresh failed first",
+            }
+            return outcome
+        assert token.value is not None
+        token_value = token.value
+
+        def fetch(force: bool) -> FetchedCredential:
+            return self.api.fetch_ticket(app, token_value, ticket)
+
+        return self._refresh_credential(
+            app,
+            kind,
+            request,
+            fetch,
+            bound_to=token.fingerprint(),
+            remaining_seconds=remaining_seconds,
+            invocation_id=invocation_id,
+        )
+
+    def _refresh_credential(
+        self,
+        app: AppConfig,
+        kind: str,
+        request: RefreshRequest,
+        fetch: Callable[[bool], FetchedCredential],
+        *,
+        remaining_seconds: Callable[[], float],
+        invocation_id: str,
+        bound_to: str | None = None,
+    ) -> Outcome:
         now = self._clock()
         record = self.store.read(app.app_id, kind) or CredentialRecord(app.app_id, kind)
         request = self._probe(app, record, request, now)
-        decision, foreign = self._decide(record, request, now)
+        decision, foreign = self._decide(app, record, request, now, bound_to)
         if decision != REFRESHED:
-            return self._summary(app, record, decision, now, foreign=foreign)
+            return self._summary(record, decision, now, foreign=foreign)
 
         owner = f"{invocation_id}:{uuid.uuid4().hex[:12]}"
         lease_until = now + self.settings.lease_seconds
         leased = self.store.acquire_lease(app.app_id, kind, owner, now, lease_until)
         if leased is None:
             logger.info("%s/%s: another refresher holds the lease; nothing to do", app.app_id, kind)
-            return self._summary(app, record, LEASE_HELD, now)
+            return self._summary(record, LEASE_HELD, now)
         # Double-check on the record as it stood when the lease was taken.
-        decision, foreign = self._decide(leased, request, self._clock())
+        decision, foreign = self._decide(app, leased, request, self._clock(), bound_to)
         if decision != REFRESHED:
             self.store.release_lease(app.app_id, kind, owner)
-            return self._summary(app, leased, decision, now, foreign=foreign)
+            return self._summary(leased, decision, now, foreign=foreign)
         if foreign:
             logger.warning(
                 "%s/%s: WeChat rejected stored token %s (errcode %s) before its expiry at %s: "
@@ -213,13 +312,6 @@ class RefreshService:
             lease_left = lease_until - self._clock() - 5.0
             return min(remaining_seconds() - _SAFETY_SECONDS, lease_left)
 
-        def attempt() -> FetchedCredential:
-            nonlocal calls
-            self.store.count_call(app.app_id, kind, self._clock(), self.settings.daily_call_budget)
-            calls += 1
-            force = request.force or request.passive
-            return self.api.fetch_token(app, force=force)
-
         def on_retry(number: int, exc: RefreshError, pause: float) -> None:
             logger.warning(
                 "%s/%s: attempt %d failed (%s), retrying in %.1f s",
@@ -231,6 +323,16 @@ class RefreshService:
             )
 
         try:
+            force = self._force(app, kind, owner, leased)
+
+            def attempt() -> FetchedCredential:
+                nonlocal calls
+                self.store.count_call(
+                    app.app_id, kind, self._clock(), self.settings.daily_call_budget
+                )
+                calls += 1
+                return fetch(force)
+
             fetched = call_with_retries(
                 attempt,
                 policy=self._policy,
@@ -252,16 +354,19 @@ class RefreshService:
                     - self.settings.expiry_skew_seconds,
                     fetched_at=fetched.sent_at,
                     source=fetched.source,
-                    previous_valid_until=fetched.sent_at + self.settings.previous_grace_seconds,
+                    # A forced stable rotation ends the old token at once (WeChat's docs).
+                    previous_valid_until=fetched.sent_at
+                    + (0.0 if force else self.settings.previous_grace_seconds),
                     passive=request.passive,
                     foreign_rotation=foreign,
+                    bound_to=bound_to,
                 ),
                 leased,
             )
         except RefreshError as exc:
             self.store.record_failure(app.app_id, kind, owner, exc.code, str(exc), self._clock())
             logger.error("%s/%s: refresh failed (%s): %s", app.app_id, kind, exc.code, exc)
-            outcome = self._summary(app, leased, FAILED, self._clock(), calls=calls)
+            outcome = self._summary(leased, FAILED, self._clock(), calls=calls)
             outcome.error = {"code": exc.code, "message": str(exc)}
             outcome.foreign_rotation = foreign
             return outcome
@@ -275,15 +380,34 @@ class RefreshService:
                 )
             raise
         logger.info(
-            "%s/%s: stored %s (version %d), expires %s, %d WeChat call(s)",
+            "%s/%s: stored %s (version %d), expires %s, %d WeChat call(s)%s",
             app.app_id,
             kind,
             stored.fingerprint(),
             stored.version,
             iso(stored.expires_at),
             calls,
+            " (forced)" if force else "",
         )
-        return self._summary(app, stored, REFRESHED, self._clock(), calls=calls, foreign=foreign)
+        return self._summary(stored, REFRESHED, self._clock(), calls=calls, foreign=foreign)
+
+    def _force(self, app: AppConfig, kind: str, owner: str, record: CredentialRecord) -> bool:
+        """Whether this stable-token fetch may use force_refresh (WeChat: 20 a day, 30 s apart).
+
+        A stable token only rotates near its expiry unless forced, so the refresher forces
+        when it decided to refresh, within its own daily allowance; past it, the normal call
+        still rotates a token that has under 5 minutes left.
+        """
+        if app.type != STABLE or kind != ACCESS_TOKEN or not record.has_value:
+            return False
+        return self.store.reserve_force(
+            app.app_id,
+            kind,
+            owner,
+            self._clock(),
+            limit=self.settings.stable_force_daily_limit,
+            min_gap=STABLE_FORCE_MIN_GAP_SECONDS,
+        )
 
     def _probe(
         self, app: AppConfig, record: CredentialRecord, request: RefreshRequest, now: float
@@ -320,7 +444,12 @@ class RefreshService:
         )
 
     def _decide(
-        self, record: CredentialRecord, request: RefreshRequest, now: float
+        self,
+        app: AppConfig,
+        record: CredentialRecord,
+        request: RefreshRequest,
+        now: float,
+        bound_to: str | None = None,
     ) -> tuple[str, bool]:
         """REFRESHED if WeChat must be called, else the outcome; plus foreign-rotation evidence."""
         if request.passive:
@@ -337,14 +466,18 @@ class RefreshService:
             return REFRESHED, foreign
         if request.force or not record.has_value:
             return REFRESHED, False
-        due = record.remaining(now) < (
-            self.settings.refresh_interval_seconds + self.settings.refresh_slack_seconds
+        if bound_to is not None and record.bound_to != bound_to:
+            return REFRESHED, False  # a ticket fetched with a token that has since rotated
+        interval = (
+            self.settings.stable_refresh_interval_seconds
+            if app.type == STABLE
+            else self.settings.refresh_interval_seconds
         )
+        due = record.remaining(now) < interval + self.settings.refresh_slack_seconds
         return (REFRESHED if due else NOT_DUE), False
 
     def _summary(
         self,
-        app: AppConfig,
         record: CredentialRecord,
         outcome: str,
         now: float,
@@ -353,7 +486,7 @@ class RefreshService:
         foreign: bool = False,
     ) -> Outcome:
         return Outcome(
-            app_id=app.app_id,
+            app_id=record.app_id,
             kind=record.kind,
             outcome=outcome,
             version=record.version,

@@ -20,6 +20,10 @@ class Settings:
     # Must match the schedule: a token is refreshed when it would not outlive the next run.
     refresh_interval_seconds: float = 3600.0
     refresh_slack_seconds: float = 900.0
+    # Stable tokens only rotate when forced (20 a day) or in their last 5 minutes, so they
+    # run on their own, shorter schedule: forced every ~90 minutes, 16 of the 20 a day.
+    stable_refresh_interval_seconds: float = 1800.0
+    stable_force_daily_limit: int = 18
     # Subtracted from WeChat's expires_in (WeChat's servers disagree by 1-2 minutes).
     expiry_skew_seconds: float = 300.0
     # How long an old token stays accepted after a rotation, minus the skew: 300 - 120.
@@ -46,6 +50,16 @@ class Settings:
             wecom_api_base_url=_url(env, "WECOM_API_BASE_URL", cls.wecom_api_base_url),
             refresh_interval_seconds=_number(
                 env, "REFRESH_INTERVAL_SECONDS", cls.refresh_interval_seconds, 60, 6000
+            ),
+            stable_refresh_interval_seconds=_number(
+                env,
+                "STABLE_REFRESH_INTERVAL_SECONDS",
+                cls.stable_refresh_interval_seconds,
+                60,
+                5400,
+            ),
+            stable_force_daily_limit=int(
+                _number(env, "STABLE_FORCE_DAILY_LIMIT", cls.stable_force_daily_limit, 0, 20)
             ),
             refresh_slack_seconds=_number(
                 env, "REFRESH_SLACK_SECONDS", cls.refresh_slack_seconds, 0, 3600

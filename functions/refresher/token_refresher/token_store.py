@@ -60,6 +60,7 @@ class NewValue:
     previous_valid_until: float
     passive: bool = False
     foreign_rotation: bool = False
+    bound_to: str | None = None
 
 
 class TokenStore:
@@ -148,6 +149,45 @@ class TokenStore:
                 # Another writer started today's count first; count on top of it.
         raise StoreConflictError(f"Could not count a WeChat call for {app_id!r}: heavy contention")
 
+    def reserve_force(
+        self, app_id: str, kind: str, owner: str, now: float, *, limit: int, min_gap: float
+    ) -> bool:
+        """Count one forced refresh if today's count is under ``limit`` and the last is
+        ``min_gap`` seconds old; False (nothing counted) otherwise. Needs our lease."""
+        today = wechat_day(now)
+        for expression, condition in (
+            (
+                "SET forces_count = forces_count + :one, last_force_at = :now",
+                "forces_day = :today AND forces_count < :limit AND :limit > :zero",
+            ),
+            (
+                "SET forces_day = :today, forces_count = :one, last_force_at = :now",
+                "(attribute_not_exists(forces_day) OR forces_day <> :today) AND :limit > :zero",
+            ),
+        ):
+            try:
+                self._client.update_item(
+                    TableName=self._table,
+                    Key=self._key(app_id, kind),
+                    UpdateExpression=expression,
+                    ConditionExpression=f"lease_owner = :owner AND {condition} AND "
+                    "(attribute_not_exists(last_force_at) OR last_force_at <= :gap_edge)",
+                    ExpressionAttributeValues={
+                        ":one": _av(1),
+                        ":zero": _av(0),
+                        ":now": _av(now),
+                        ":today": _av(today),
+                        ":limit": _av(limit),
+                        ":owner": _av(owner),
+                        ":gap_edge": _av(now - min_gap),
+                    },
+                )
+                return True
+            except ClientError as exc:
+                if not _condition_failed(exc):
+                    raise
+        return False
+
     def write(
         self,
         app_id: str,
@@ -184,7 +224,12 @@ class TokenStore:
             "last_error_message",
             "last_error_at",
         ]
-        if previous.value and previous.is_valid(new.fetched_at):
+        if new.bound_to is not None:
+            sets.append("bound_to = :bound_to")
+            values[":bound_to"] = _av(new.bound_to)
+        if previous.value == new.value:
+            pass  # not rotated (a stable token far from expiry): the previous one stands
+        elif previous.value and previous.is_valid(new.fetched_at):
             sets += ["previous_value = :prev", "previous_valid_until = :prev_until"]
             values[":prev"] = _av(previous.value)
             values[":prev_until"] = _av(

@@ -15,6 +15,7 @@ from .errors import (
     TokenNotFoundError,
     TokenStoreError,
 )
+from .jssdk import JsapiConfig, get_ticket, jsapi_signature
 from .passive import LambdaPassiveRefresh, PassiveRefreshError
 from .reader import TokenReader, configure, get_access_token
 from .record import ACCESS_TOKEN, JSAPI_TICKET, CredentialRecord, fingerprint
@@ -24,6 +25,7 @@ __all__ = [
     "JSAPI_TICKET",
     "ConfigurationError",
     "CredentialRecord",
+    "JsapiConfig",
     "LambdaPassiveRefresh",
     "PassiveRefreshError",
     "TokenError",
@@ -37,4 +39,6 @@ __all__ = [
     "configure",
     "fingerprint",
     "get_access_token",
+    "get_ticket",
+    "jsapi_signature",
 ]

@@ -47,6 +47,12 @@ class CredentialRecord:
     calls_count: int = 0
     passive_at: float | None = None
     foreign_rotations: int = 0
+    # Stable tokens: forced refreshes counted per WeChat day (WeChat allows 20, 30 s apart).
+    forces_day: str | None = None
+    forces_count: int = 0
+    last_force_at: float | None = None
+    # Tickets: the fingerprint of the access_token they were fetched with.
+    bound_to: str | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> CredentialRecord:
@@ -57,7 +63,7 @@ class CredentialRecord:
             if name not in known:
                 continue
             values[name] = _from_dynamo(raw)
-        for int_field in ("version", "calls_count", "foreign_rotations"):
+        for int_field in ("version", "calls_count", "foreign_rotations", "forces_count"):
             if int_field in values and values[int_field] is not None:
                 values[int_field] = int(values[int_field])
         return cls(**values)
@@ -76,6 +82,10 @@ class CredentialRecord:
     def calls_today(self, now: float) -> int:
         """WeChat calls counted for today in WeChat's day (UTC+8)."""
         return self.calls_count if self.calls_day == wechat_day(now) else 0
+
+    def forces_today(self, now: float) -> int:
+        """Forced (stable-token) refreshes counted for today in WeChat's day."""
+        return self.forces_count if self.forces_day == wechat_day(now) else 0
 
     def fingerprint(self) -> str | None:
         return fingerprint(self.value) if self.value else None
