@@ -1,10 +1,11 @@
 """RefresherFunction: the only component that calls WeChat's token endpoints.
 
 Events:
-- scheduled (anything without ``app_id``): refresh every configured credential that is due;
+- scheduled (anything without ``app_id``; ``{"types": ["stable"]}`` limits it to some types):
+  refresh every configured credential that is due;
 - ``{"app_id": "...", "force": true}``: refresh that app now;
-- ``{"app_id": "...", "kind": "access_token", "stale_token": "sha256:..."}``: passive refresh,
-  only if that token is still the stored one.
+- ``{"app_id": "...", "kind": "access_token", "stale_token": "sha256:...", "errcode": 40001}``:
+  passive refresh, only if that token is still the stored one.
 Returns a summary per credential (never a token or secret); raises after trying every
 app if any failed, so that the invocation counts as failed and alarms fire.
 """
@@ -12,17 +13,14 @@ app if any failed, so that the invocation counts as failed and alarms fire.
 from __future__ import annotations
 
 import json
-import logging
-import os
 from typing import Any
 
 from token_refresher.errors import RefreshFailedError
 from token_refresher.events import parse_event
 from token_refresher.service import RefreshService
 from token_refresher.settings import Settings
+from token_refresher.telemetry import logger, metrics, publish
 from token_refresher.wiring import build_service
-
-logging.getLogger().setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
 
 _service: RefreshService | None = None
 
@@ -35,6 +33,8 @@ def _get_service() -> RefreshService:
     return _service
 
 
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     request = parse_event(event)
     service = _get_service()
@@ -43,6 +43,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         remaining = lambda: context.get_remaining_time_in_millis() / 1000.0  # noqa: E731
     invocation_id = getattr(context, "aws_request_id", "local")
     outcomes = service.run(request, remaining_seconds=remaining, invocation_id=invocation_id)
+    publish(outcomes, service.settings.daily_call_budget)
     summary = {
         "credentials": [outcome.as_dict() for outcome in outcomes],
         "failed": sum(outcome.failed for outcome in outcomes),

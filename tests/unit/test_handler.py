@@ -20,6 +20,11 @@ EVENTS = Path(__file__).resolve().parents[2] / "events"
 class Context:
     aws_request_id = "req-1234"
     function_name = "RefresherFunction"
+    function_version = "$LATEST"
+    memory_limit_in_mb = "256"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:RefresherFunction"
+    log_group_name = "/aws/lambda/RefresherFunction"
+    log_stream_name = "2026/11/21/[$LATEST]abc"
 
     def __init__(self, remaining_ms: int = 300_000) -> None:
         self.remaining_ms = remaining_ms

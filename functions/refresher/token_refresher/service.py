@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from wechat_token.record import ACCESS_TOKEN, JSAPI_TICKET, CredentialRecord, fingerprint, iso
@@ -72,8 +72,11 @@ class Outcome:
     budget: int | None = None
     foreign_rotation: bool = False
     error: dict[str, str] | None = None
-    detail: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    seconds_to_expiry: float | None = None
+    # Age of the token this refresh replaced (a metric: how early tokens are renewed).
+    replaced_age: float | None = None
+    passive: bool = False
+    duration_ms: int | None = None
 
     @property
     def failed(self) -> bool:
@@ -87,16 +90,17 @@ class Outcome:
             "version": self.version,
             "fingerprint": self.fingerprint,
             "expires_at": self.expires_at,
+            "seconds_to_expiry": None
+            if self.seconds_to_expiry is None
+            else round(self.seconds_to_expiry),
             "wechat_calls": self.wechat_calls,
             "calls_today": self.calls_today,
             "budget": self.budget,
             "foreign_rotation": self.foreign_rotation,
+            "duration_ms": self.duration_ms,
         }
         if self.error is not None:
             data["error"] = self.error
-        if self.detail is not None:
-            data["detail"] = self.detail
-        data.update(self.extra)
         return data
 
 
@@ -276,6 +280,23 @@ class RefreshService:
         invocation_id: str,
         bound_to: str | None = None,
     ) -> Outcome:
+        started = time.monotonic()
+        outcome = self._refresh_steps(
+            app, kind, request, fetch, remaining_seconds, invocation_id, bound_to
+        )
+        outcome.duration_ms = round((time.monotonic() - started) * 1000)
+        return outcome
+
+    def _refresh_steps(
+        self,
+        app: AppConfig,
+        kind: str,
+        request: RefreshRequest,
+        fetch: Callable[[bool], FetchedCredential],
+        remaining_seconds: Callable[[], float],
+        invocation_id: str,
+        bound_to: str | None,
+    ) -> Outcome:
         now = self._clock()
         record = self.store.read(app.app_id, kind) or CredentialRecord(app.app_id, kind)
         request = self._probe(app, record, request, now)
@@ -367,6 +388,7 @@ class RefreshService:
             self.store.record_failure(app.app_id, kind, owner, exc.code, str(exc), self._clock())
             logger.error("%s/%s: refresh failed (%s): %s", app.app_id, kind, exc.code, exc)
             outcome = self._summary(leased, FAILED, self._clock(), calls=calls)
+            outcome.calls_today = leased.calls_today(self._clock()) + calls
             outcome.error = {"code": exc.code, "message": str(exc)}
             outcome.foreign_rotation = foreign
             return outcome
@@ -389,7 +411,13 @@ class RefreshService:
             calls,
             " (forced)" if force else "",
         )
-        return self._summary(stored, REFRESHED, self._clock(), calls=calls, foreign=foreign)
+        outcome = self._summary(stored, REFRESHED, self._clock(), calls=calls, foreign=foreign)
+        outcome.passive = request.passive
+        if leased.fetched_at is not None:
+            outcome.replaced_age = (
+                stored.fetched_at - leased.fetched_at if stored.fetched_at else None
+            )
+        return outcome
 
     def _force(self, app: AppConfig, kind: str, owner: str, record: CredentialRecord) -> bool:
         """Whether this stable-token fetch may use force_refresh (WeChat: 20 a day, 30 s apart).
@@ -496,4 +524,5 @@ class RefreshService:
             calls_today=record.calls_today(now),
             budget=self.settings.daily_call_budget,
             foreign_rotation=foreign,
+            seconds_to_expiry=record.remaining(now) if record.has_value else None,
         )

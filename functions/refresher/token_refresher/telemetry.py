@@ -1,0 +1,74 @@
+"""Structured logs and CloudWatch metrics (Embedded Metric Format) for each invocation.
+
+Powertools for AWS Lambda is the ecosystem's convention for both: JSON log lines that
+CloudWatch Logs Insights can query, and EMF metrics that cost no API calls. Only
+fingerprints, outcomes and counts are emitted: never a token or a secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from .service import FAILED, REFRESHED, Outcome
+from .wechat_api import classify
+
+SERVICE = "wechat-token"
+NAMESPACE = "WeChatToken"
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+# The service modules log through the standard library; give them the same JSON format.
+copy_config_to_registered_loggers(source_logger=logger, include={"wechat_token"})
+
+
+def error_class(code: str | None) -> str:
+    """A small, fixed set of values for the failure metric's dimension."""
+    if code is None:
+        return "unknown"
+    if code.lstrip("-").isdigit():
+        return classify(int(code))[0]
+    return code  # transport, garbled, budget, deadline, conflict, ...
+
+
+def publish(outcomes: Iterable[Outcome], budget: int) -> None:
+    """One log line per credential, and the run's metrics."""
+    outcomes = list(outcomes)
+    for outcome in outcomes:
+        fields = outcome.as_dict()
+        log = logger.error if outcome.failed else logger.info
+        log(f"{outcome.app_id}/{outcome.kind}: {outcome.outcome}", extra=fields)
+        if outcome.wechat_calls:
+            metrics.add_metric("WeChatCalls", MetricUnit.Count, outcome.wechat_calls)
+        if outcome.outcome == REFRESHED:
+            metrics.add_metric("RefreshSuccess", MetricUnit.Count, 1)
+            if outcome.replaced_age is not None:
+                metrics.add_metric("TokenAgeAtRefresh", MetricUnit.Seconds, outcome.replaced_age)
+            if outcome.passive:
+                metrics.add_metric("PassiveRefresh", MetricUnit.Count, 1)
+        elif outcome.outcome == FAILED:
+            with single_metric(
+                name="RefreshFailure",
+                unit=MetricUnit.Count,
+                value=1,
+                namespace=NAMESPACE,
+                default_dimensions={"service": SERVICE},
+            ) as failure:
+                failure.add_dimension("error_class", error_class((outcome.error or {}).get("code")))
+        if outcome.foreign_rotation:
+            metrics.add_metric("ForeignRotation", MetricUnit.Count, 1)
+    remaining = [
+        budget - outcome.calls_today for outcome in outcomes if outcome.calls_today is not None
+    ]
+    if remaining:
+        metrics.add_metric("BudgetRemaining", MetricUnit.Count, min(remaining))
+    expiries = [o.seconds_to_expiry for o in outcomes if o.seconds_to_expiry is not None]
+    # The alarm that matters most: consumers are about to fail when this nears zero. A
+    # credential without any stored value counts as expired.
+    if any(o.seconds_to_expiry is None and o.failed for o in outcomes):
+        expiries.append(0.0)
+    if expiries:
+        metrics.add_metric("MinSecondsToExpiry", MetricUnit.Seconds, max(0.0, min(expiries)))

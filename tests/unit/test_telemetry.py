@@ -1,0 +1,104 @@
+"""What operators see: one JSON log line per credential and EMF metrics, never a token."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import Any
+
+import pytest
+
+from .conftest import APP, BASE, SECRET, SECRET_ID, TABLE, Harness
+from .test_handler import Context
+
+
+def emitted(text: str) -> tuple[list[str], dict[str, float]]:
+    """EMF blobs printed to stdout, and every metric's value (summed by name)."""
+    blobs, metrics = [], {}
+    for line in text.splitlines():
+        if line.startswith('{"_aws"'):
+            blobs.append(line)
+            blob = json.loads(line)
+            for directive in blob["_aws"]["CloudWatchMetrics"]:
+                for metric in directive["Metrics"]:
+                    value = blob[metric["Name"]]
+                    values = value if isinstance(value, list) else [value]
+                    metrics[metric["Name"]] = metrics.get(metric["Name"], 0) + sum(values)
+    return blobs, metrics
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The structured fields of the per-credential log lines (Powertools renders them as JSON)."""
+    return [
+        {**record.__dict__, "level": record.levelname}
+        for record in caplog.records
+        if hasattr(record, "outcome")
+    ]
+
+
+@pytest.fixture
+def handler(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("TOKEN_TABLE_NAME", TABLE)
+    monkeypatch.setenv("WECHAT_APPS_SECRET_ID", SECRET_ID)
+    monkeypatch.setenv("WECHAT_API_BASE_URL", BASE)
+    module = importlib.import_module("app")
+    module._service = None
+    yield module
+    module._service = None
+
+
+def test_a_refresh_logs_structured_fields_and_emits_metrics(
+    handler: Any,
+    harness: Harness,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    handler._service = harness.service()  # on the harness's clock
+    handler.lambda_handler({}, Context())
+    harness.clock.advance(3600)
+    handler.lambda_handler({}, Context())
+    _, metrics = emitted(capsys.readouterr().out)
+    [line, *_] = logged(caplog)
+    assert line["outcome"] == "refreshed"
+    assert line["kind"] == "access_token"
+    assert line["fingerprint"].startswith("sha256:")
+    assert isinstance(line["duration_ms"], int)
+    assert metrics["RefreshSuccess"] == 2
+    assert metrics["WeChatCalls"] == 2
+    assert metrics["TokenAgeAtRefresh"] == pytest.approx(3600)
+    assert metrics["BudgetRemaining"] == 1000 - 1 + 1000 - 2
+    assert metrics["MinSecondsToExpiry"] == pytest.approx(2 * (7200 - 300))
+
+
+def test_a_failure_is_counted_by_error_class_and_logged_as_an_error(
+    handler: Any,
+    harness: Harness,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    harness.wechat.script = [{"errcode": 40164, "errmsg": "invalid ip"}]
+    with pytest.raises(Exception, match="40164"):
+        handler.lambda_handler({}, Context())
+    out = capsys.readouterr().out
+    _, metrics = emitted(out)
+    [line] = [entry for entry in logged(caplog) if entry["outcome"] == "failed"]
+    assert line["level"] == "ERROR"
+    assert line["error"]["code"] == "40164"
+    assert metrics["RefreshFailure"] == 1
+    assert '"error_class":"configuration"' in out
+    assert metrics["MinSecondsToExpiry"] == 0, "no stored token at all: consumers are failing"
+    assert SECRET not in out
+
+
+def test_foreign_rotation_and_passive_refresh_are_counted(
+    handler: Any, harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handler.lambda_handler({}, Context())
+    first = harness.wechat.issued[0]
+    handler.lambda_handler({"app_id": APP, "stale_token": first, "errcode": 40001}, Context())
+    out = capsys.readouterr().out
+    _, metrics = emitted(out)
+    assert metrics["ForeignRotation"] == 1
+    assert metrics["PassiveRefresh"] == 1
+    for token in harness.wechat.issued:
+        assert token not in out
