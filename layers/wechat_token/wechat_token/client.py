@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import TokenError
-from .passive import LambdaPassiveRefresh, PassiveRefresh, PassiveRefreshError
+from .passive import PassiveRefresh, PassiveRefreshError, default_passive_refresh
 from .reader import TokenReader, app_id_from_env, default_reader
 from .record import ACCESS_TOKEN, fingerprint
 from .redaction import quiet_http_loggers, redact
@@ -79,10 +79,7 @@ class WeChatClient:
         ).rstrip("/")
         self._reader = reader
         if passive_refresh is _UNSET:
-            # Permitted when the stack told this function which refresher to ask.
-            passive_refresh = (
-                LambdaPassiveRefresh() if os.environ.get("REFRESHER_FUNCTION_NAME") else None
-            )
+            passive_refresh = default_passive_refresh()
         self._passive = passive_refresh
         self._http = http
         self._timeout = timeout

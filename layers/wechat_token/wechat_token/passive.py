@@ -78,6 +78,11 @@ class LambdaPassiveRefresh:
         return _outcome(body)
 
 
+def default_passive_refresh() -> PassiveRefresh | None:
+    """Passive refresh is permitted when the stack told this function which refresher to ask."""
+    return LambdaPassiveRefresh() if os.environ.get(REFRESHER_ENV, "").strip() else None
+
+
 def _outcome(summary: Any) -> str:
     try:
         return str(summary["credentials"][0]["outcome"])

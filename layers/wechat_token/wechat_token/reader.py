@@ -7,9 +7,16 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .errors import ConfigurationError, TokenExpiredError, TokenNotFoundError, TokenStoreError
+from .errors import (
+    ConfigurationError,
+    TokenError,
+    TokenExpiredError,
+    TokenNotFoundError,
+    TokenStoreError,
+)
+from .passive import PassiveRefresh, default_passive_refresh
 from .record import ACCESS_TOKEN, CredentialRecord, fingerprint, iso
 from .store import default_dynamodb_client, read_record, table_name_from_env
 
@@ -21,6 +28,7 @@ logger = logging.getLogger("wechat_token")
 APP_ID_ENV = "WECHAT_APP_ID"
 CACHE_SECONDS_ENV = "WECHAT_TOKEN_CACHE_SECONDS"
 DEFAULT_CACHE_SECONDS = 60.0
+_UNSET: Any = object()
 
 
 class _Entry(NamedTuple):
@@ -72,8 +80,13 @@ class TokenReader:
         client: DynamoDBClient | None = None,
         cache_seconds: float | None = None,
         clock: Callable[[], float] = time.time,
+        passive_refresh: PassiveRefresh | None = _UNSET,
     ) -> None:
         self._table_name = table_name
+        # On an expired record, ask the refresher once (if this consumer may), then re-read.
+        self._passive: PassiveRefresh | None = (
+            default_passive_refresh() if passive_refresh is _UNSET else passive_refresh
+        )
         self._client = client
         self._cache_seconds = cache_seconds_from_env() if cache_seconds is None else cache_seconds
         self._clock = clock
@@ -125,7 +138,14 @@ class TokenReader:
         """The stored record itself (uncached, strongly consistent), for diagnostics."""
         return read_record(self.client, self.table_name, app_id, kind, consistent=True)
 
-    def _load(self, key: tuple[str, str], stale: _Entry | None, *, consistent: bool = False) -> str:
+    def _load(
+        self,
+        key: tuple[str, str],
+        stale: _Entry | None,
+        *,
+        consistent: bool = False,
+        passive_allowed: bool = True,
+    ) -> str:
         app_id, kind = key
         try:
             record = read_record(self.client, self.table_name, app_id, kind, consistent=consistent)
@@ -151,6 +171,12 @@ class TokenReader:
         assert record.expires_at is not None
         if not record.is_valid(now):
             self._entries.pop(key, None)
+            if self._passive is not None and passive_allowed:
+                try:
+                    self._passive(app_id, kind, fingerprint(record.value), 42001)
+                except TokenError as exc:
+                    logger.warning("passive refresh of expired %s/%s failed: %s", app_id, kind, exc)
+                return self._load(key, None, consistent=True, passive_allowed=False)
             raise TokenExpiredError(self._expired_message(record, now))
         cache_until = min(now + self.cache_seconds, record.expires_at)
         self._entries[key] = _Entry(record.value, cache_until, record.expires_at)
