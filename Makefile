@@ -7,11 +7,14 @@ PY313_BIN := $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.1
 PYTHON ?= $(if $(PY313_BIN),$(PY313_BIN)/python3,python3)
 VENV := .venv
 VENV_SAM := .venv-sam
+# checkov pins an old boto3, so it gets its own venv too.
+VENV_CHECKOV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
 BIN := $(VENV)/bin
 SAM := $(VENV_SAM)/bin/sam
 SAM_PATH := $(if $(PY313_BIN),$(PY313_BIN):,)$(PATH)
 
-.PHONY: help venv sam-venv node lint typecheck template build unit integration scenarios pytest test demo bench clean
+.PHONY: help venv sam-venv checkov-venv node lint typecheck template security build pytest test demo bench clean
 
 help:
 	@echo "make demo   - run the refresher and a consumer against the local WeChat simulator and a local DynamoDB"
@@ -34,6 +37,14 @@ $(VENV_SAM)/.installed: requirements-sam.txt
 	touch $@
 sam-venv: $(VENV_SAM)/.installed
 
+$(VENV_CHECKOV)/.installed-$(CHECKOV_VERSION):
+	rm -rf $(VENV_CHECKOV)
+	$(PYTHON) -m venv $(VENV_CHECKOV)
+	$(VENV_CHECKOV)/bin/pip install -q --upgrade pip
+	$(VENV_CHECKOV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
+	touch $@
+checkov-venv: $(VENV_CHECKOV)/.installed-$(CHECKOV_VERSION)
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -44,11 +55,15 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 typecheck: venv
-	$(BIN)/mypy layers/wechat_token/wechat_token functions simulator local_aws scripts
+	$(BIN)/mypy layers/wechat_token/wechat_token functions simulator local_aws scripts bench
 
 template: venv sam-venv
 	$(BIN)/cfn-lint template.yaml
 	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint
+
+# IaC scan: every skipped check carries its reason next to the resource (.checkov.yaml).
+security: checkov-venv
+	$(VENV_CHECKOV)/bin/checkov --config-file .checkov.yaml
 
 build: sam-venv
 	@test -n "$(PY313_BIN)" || { echo "error: sam build needs python3.13 on PATH: install it with 'pyenv install 3.13' (Docker-free build)"; exit 1; }
@@ -58,7 +73,7 @@ pytest: venv node
 	@java -version >/dev/null 2>&1 || { echo "error: Java 17+ is needed for DynamoDB Local integration tests"; exit 1; }
 	$(BIN)/pytest
 
-test: lint typecheck template build pytest
+test: lint typecheck template security build pytest
 
 demo: venv build
 	$(BIN)/python scripts/demo.py
@@ -67,4 +82,4 @@ bench: venv node build
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(VENV_SAM) node_modules .aws-sam .demo
+	rm -rf $(VENV) $(VENV_SAM) $(VENV_CHECKOV) node_modules .aws-sam .demo

@@ -101,22 +101,22 @@ def test_forced_stable_refreshes_respect_the_daily_limit_and_spacing(rig: Rig) -
     rig.run()
     first = rig.record("wxstable")
     force = {"app_id": "wxstable", "force": True}
-    rig.run(force, stable_force_daily_limit=2)
+    rig.run(force, stable_force_daily_limit=2, force_min_interval_seconds=0)
     forced = rig.record("wxstable")
     assert forced.value != first.value
     assert forced.previous_valid_until == pytest.approx(forced.fetched_at or 0), (
         "a forced rotation ends the old stable token at once"
     )
     rig.clock.advance(10)
-    rig.run(force, stable_force_daily_limit=2)
+    rig.run(force, stable_force_daily_limit=2, force_min_interval_seconds=0)
     assert rig.record("wxstable").value == forced.value, "30 s apart: not forced again"
     rig.clock.advance(30)
-    rig.run(force, stable_force_daily_limit=2)
+    rig.run(force, stable_force_daily_limit=2, force_min_interval_seconds=0)
     second = rig.record("wxstable")
     assert second.value != forced.value
     assert second.forces_today(rig.clock.now()) == 2
     rig.clock.advance(60)
-    rig.run(force, stable_force_daily_limit=2)
+    rig.run(force, stable_force_daily_limit=2, force_min_interval_seconds=0)
     assert rig.record("wxstable").value == second.value, "daily limit reached: normal call"
     assert rig.sim.calls(STABLE_TOKEN, "wxstable") == 5
 
@@ -154,6 +154,7 @@ def test_a_jsapi_ticket_follows_the_token_it_was_fetched_with(rig: Rig) -> None:
     rig.run()
     assert rig.record("wxweb", "jsapi_ticket").bound_to == rig.record("wxweb").fingerprint()
     # A forced token refresh renews the ticket too, since it is bound to the old token.
+    rig.clock.advance(121)
     rig.run({"app_id": "wxweb", "force": True})
     renewed = rig.record("wxweb", "jsapi_ticket")
     assert renewed.bound_to == rig.record("wxweb").fingerprint()

@@ -59,7 +59,10 @@ def test_the_scheduled_event_file_refreshes_every_app(
     json.dumps(summary)  # JSON-serialisable as Lambda needs
 
 
-def test_the_force_event_file_refreshes_its_app_now(handler: ModuleType, harness: Harness) -> None:
+def test_the_force_event_file_refreshes_its_app_now(
+    handler: ModuleType, harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FORCE_MIN_INTERVAL_SECONDS", "0")  # the handler runs on real time
     event = load_event("force_refresh.json")
     harness.set_registry({event["app_id"]: {"secret": SECRET}})
     handler.lambda_handler({}, Context())

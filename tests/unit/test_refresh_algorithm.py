@@ -76,9 +76,19 @@ def test_hourly_schedule_never_lets_the_stored_token_expire_before_the_next_run(
 
 def test_force_refreshes_a_fresh_token(harness: Harness) -> None:
     harness.run()
+    harness.clock.advance(121)
     [outcome] = harness.run({"app_id": APP, "force": True})
     assert outcome.outcome == REFRESHED
     assert harness.wechat.calls == 2
+
+
+def test_forcing_again_within_two_minutes_is_refused(harness: Harness) -> None:
+    # Two rotations inside the consumers' 60 s cache would evict the token they hold.
+    harness.run()
+    harness.clock.advance(60)
+    [outcome] = harness.run({"app_id": APP, "force": True})
+    assert outcome.outcome == RATE_LIMITED
+    assert harness.wechat.calls == 1
 
 
 def test_a_live_lease_held_by_another_refresher_means_no_call(harness: Harness) -> None:

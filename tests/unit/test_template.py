@@ -1,4 +1,7 @@
-"""What users and operators rely on in template.yaml, asserted on the source template."""
+"""What users and operators rely on in template.yaml, asserted on the source template.
+
+Security properties (IAM, encryption, retention) are in test_template_security.py.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +16,19 @@ from scripts.local_invoke import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
+OPERATIONS_DOC = ROOT / "docs" / "operations.md"
+REFRESHER_SOURCE = ROOT / "functions" / "refresher"
 
 TABLE_ARN = {"Fn::GetAtt": ["TokenTable", "Arn"]}
 REFRESHER_ARN = {"Fn::GetAtt": ["RefresherFunction", "Arn"]}
 SECRET_ARN = {"Ref": "AppRegistrySecret"}
 LAYER_REF = {"Ref": "WeChatTokenLayer"}
+LOG_GROUP_ARN = {"Fn::GetAtt": ["RefresherLogGroup", "Arn"]}
+FAILURE_QUEUE_ARN = {"Fn::GetAtt": ["RefresherFailureQueue", "Arn"]}
+SCHEDULE_DLQ_ARN = {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}
+ALARM_TARGET = {"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]}
+METRICS_NAMESPACE = "WeChatToken"
+SERVICE = "wechat-token"
 
 REFRESHER_ENV = {
     "TOKEN_TABLE_NAME",
@@ -25,9 +36,11 @@ REFRESHER_ENV = {
     "WECHAT_API_BASE_URL",
     "WECOM_API_BASE_URL",
     "REFRESH_INTERVAL_SECONDS",
+    "STABLE_REFRESH_INTERVAL_SECONDS",
     "DAILY_CALL_BUDGET",
     "REFRESH_CONCURRENCY",
     "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
     "LOG_LEVEL",
 }
 CONSUMER_ENV = {
@@ -44,6 +57,9 @@ OUTPUTS = {
     "ConsumerPolicyArn",
     "AppRegistrySecretArn",
     "ExampleConsumerFunctionName",
+    "AlarmNotificationTopicArn",
+    "RefresherFailureQueueUrl",
+    "ScheduleDeadLetterQueueUrl",
 }
 
 
@@ -65,6 +81,17 @@ def _props(resources: dict[str, Any], logical_id: str) -> dict[str, Any]:
 
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
+
+
+def _role_statements(resources: dict[str, Any], logical_id: str) -> list[dict[str, Any]]:
+    """Inline statements of an AWS::IAM::Role."""
+    role = resources[logical_id]
+    assert role["Type"] == "AWS::IAM::Role"
+    return [
+        statement
+        for policy in role["Properties"]["Policies"]
+        for statement in policy["PolicyDocument"]["Statement"]
+    ]
 
 
 def _function_statements(resources: dict[str, Any], logical_id: str) -> list[dict[str, Any]]:
@@ -205,24 +232,37 @@ def test_refresher_runs_hourly_on_eventbridge_scheduler_with_retries(
     template: dict[str, Any],
 ) -> None:
     events = _props(template["Resources"], "RefresherFunction")["Events"]
-    schedules = [event for event in events.values() if event["Type"] == "ScheduleV2"]
-    assert len(schedules) == 1
-    assert len(events) == 1
-    schedule = schedules[0]["Properties"]
-    assert schedule["ScheduleExpression"] == {"Ref": "ScheduleExpression"}
+    assert {name: event["Type"] for name, event in events.items()} == {
+        "ScheduledRefresh": "ScheduleV2",
+        "StableScheduledRefresh": "ScheduleV2",
+    }
+    hourly = events["ScheduledRefresh"]["Properties"]
+    stable = events["StableScheduledRefresh"]["Properties"]
+    assert hourly["ScheduleExpression"] == {"Ref": "ScheduleExpression"}
     assert template["Parameters"]["ScheduleExpression"]["Default"] == "rate(1 hour)"
-    assert schedule["FlexibleTimeWindow"] == {"Mode": "OFF"}
-    assert schedule["RetryPolicy"] == {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 900}
-    assert schedule.get("State", "ENABLED") == "ENABLED"
+    assert stable["ScheduleExpression"] == {"Ref": "StableScheduleExpression"}
+    assert template["Parameters"]["StableScheduleExpression"]["Default"] == "rate(30 minutes)"
+    for schedule in (hourly, stable):
+        assert schedule["FlexibleTimeWindow"] == {"Mode": "OFF"}
+        assert schedule["RetryPolicy"] == {
+            "MaximumRetryAttempts": 2,
+            "MaximumEventAgeInSeconds": 900,
+        }
+        assert schedule["DeadLetterConfig"] == {"Arn": SCHEDULE_DLQ_ARN}
+        assert schedule.get("State", "ENABLED") == "ENABLED"
 
 
 def test_scheduled_input_is_events_scheduled_json_and_names_no_app(
     resources: dict[str, Any],
 ) -> None:
-    (event,) = _props(resources, "RefresherFunction")["Events"].values()
-    delivered = json.loads(event["Properties"]["Input"])
-    assert delivered == json.loads((EVENTS / "scheduled.json").read_text())
-    assert "app_id" not in delivered  # the handler treats it as a scheduled run
+    events = _props(resources, "RefresherFunction")["Events"]
+    for name, file in (
+        ("ScheduledRefresh", "scheduled.json"),
+        ("StableScheduledRefresh", "scheduled_stable.json"),
+    ):
+        delivered = json.loads(events[name]["Properties"]["Input"])
+        assert delivered == json.loads((EVENTS / file).read_text())
+        assert "app_id" not in delivered  # the handler treats it as a scheduled run
 
 
 def test_refresh_interval_default_matches_the_schedule(template: dict[str, Any]) -> None:
@@ -233,15 +273,46 @@ def test_refresh_interval_default_matches_the_schedule(template: dict[str, Any])
     assert env["REFRESH_INTERVAL_SECONDS"] == {"Ref": "RefreshIntervalSeconds"}
 
 
-def test_refresher_policy_is_exactly_its_table_and_secret(resources: dict[str, Any]) -> None:
-    statements = _function_statements(resources, "RefresherFunction")
+def test_refresher_role_is_exactly_its_table_secret_logs_queue_and_traces(
+    resources: dict[str, Any],
+) -> None:
+    # Its own role, not SAM's: SAM would add logs on every log group and, with VpcConfig
+    # set through Fn::If, the VPC policy even outside a VPC.
+    props = _props(resources, "RefresherFunction")
+    assert props["Role"] == {"Fn::GetAtt": ["RefresherRole", "Arn"]}
+    assert "Policies" not in props
+    statements = _role_statements(resources, "RefresherRole")
     assert _grants(statements) == {
         "dynamodb:GetItem": [TABLE_ARN],
         "dynamodb:PutItem": [TABLE_ARN],
         "dynamodb:UpdateItem": [TABLE_ARN],
         "secretsmanager:GetSecretValue": [SECRET_ARN],
+        "logs:CreateLogStream": [LOG_GROUP_ARN],
+        "logs:PutLogEvents": [LOG_GROUP_ARN],
+        "sqs:SendMessage": [FAILURE_QUEUE_ARN],
+        # X-Ray's trace actions support no resource-level permissions.
+        "xray:PutTraceSegments": ["*"],
+        "xray:PutTelemetryRecords": ["*"],
     }
-    assert not _contains_wildcard(statements)
+    assert not _contains_wildcard([s for s in statements if s["Sid"] != "WriteTraces"])
+    trust = resources["RefresherRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ]
+
+
+def test_refresher_gets_the_vpc_policy_only_in_a_vpc(resources: dict[str, Any]) -> None:
+    managed = resources["RefresherRole"]["Properties"]["ManagedPolicyArns"]
+    condition, in_vpc, outside = managed["Fn::If"]
+    assert condition == "InVpc"
+    assert outside == {"Ref": "AWS::NoValue"}
+    assert [arn["Fn::Sub"] for arn in in_vpc] == [
+        "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
+    ]
 
 
 def test_example_consumer_reads_only_its_own_app_and_no_secret(
@@ -289,7 +360,14 @@ def test_nothing_but_the_refresher_may_read_the_secret(resources: dict[str, Any]
         for statement in _statements_anywhere(resource.get("Properties", {}))
         if any(str(a).startswith("secretsmanager:") for a in _as_list(statement["Action"]))
     }
-    assert readers == {"RefresherFunction"}
+    assert readers == {"RefresherRole"}
+    # ...and that role belongs to the refresher alone.
+    role_users = {
+        logical_id
+        for logical_id, resource in resources.items()
+        if "RefresherRole" in json.dumps(resource.get("Properties", {}))
+    }
+    assert role_users == {"RefresherFunction"}
 
 
 def test_parameters_have_descriptions_and_safe_bounds(template: dict[str, Any]) -> None:
@@ -303,6 +381,11 @@ def test_parameters_have_descriptions_and_safe_bounds(template: dict[str, Any]) 
         "WeComApiBaseUrl",
         "ExampleAppId",
         "LogLevel",
+        "AlarmTopicArn",
+        "AlarmEmail",
+        "ExpiryAlarmWindowMinutes",
+        "VpcSubnetIds",
+        "VpcSecurityGroupIds",
     ):
         assert parameters[name].get("Description"), name
     budget = parameters["DailyCallBudget"]
@@ -347,3 +430,252 @@ def test_env_file_sets_only_what_each_function_declares(template: dict[str, Any]
         assert {name for name in section if not name.startswith("AWS_")} <= declared
         assert section["TOKEN_TABLE_NAME"] == "wechat-token-local"
     assert env_file["RefresherFunction"]["WECHAT_APPS_SECRET_ID"] == "wechat-token/apps"
+
+
+# ------------------------------------------------------------------ operations (alarms etc.)
+
+
+def _alarms(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: resource["Properties"]
+        for logical_id, resource in resources.items()
+        if resource["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+def _github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a document's headings."""
+    anchors = set()
+    for line in markdown.splitlines():
+        match = re.match(r"#{1,6}\s+(.*)", line)
+        if match:
+            text = re.sub(r"[^\w\- ]", "", match.group(1).strip().lower())
+            anchors.add(text.replace(" ", "-"))
+    return anchors
+
+
+def _evaluate_condition(template: dict[str, Any], name: str, overrides: dict[str, str]) -> bool:
+    """Evaluates the template's (simple) conditions for given parameter values."""
+
+    def value(node: Any) -> Any:
+        if isinstance(node, dict):
+            ((key, argument),) = node.items()
+            if key == "Ref":
+                parameter = template["Parameters"][argument]
+                raw = overrides.get(argument, str(parameter.get("Default", "")))
+                return raw.split(",") if parameter["Type"] == "CommaDelimitedList" else raw
+            if key == "Condition":
+                return value(template["Conditions"][argument])
+            if key == "Fn::Equals":
+                return value(argument[0]) == value(argument[1])
+            if key == "Fn::Not":
+                return not value(argument[0])
+            if key == "Fn::Join":
+                return argument[0].join(value(argument[1]))
+            raise AssertionError(f"unexpected {key} in a condition")
+        return node
+
+    return bool(value(template["Conditions"][name]))
+
+
+ALARMS = {
+    "RefresherErrorsAlarm": ("AWS/Lambda", "Errors"),
+    "RefresherEventsDroppedAlarm": ("AWS/Lambda", "AsyncEventsDropped"),
+    "RefresherDestinationFailuresAlarm": ("AWS/Lambda", "DestinationDeliveryFailures"),
+    "RefresherFailureQueueAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+    "ScheduleDeadLetterQueueAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+    "TokenCloseToExpiryAlarm": (METRICS_NAMESPACE, "MinSecondsToExpiry"),
+    "BudgetNearlySpentAlarm": (METRICS_NAMESPACE, "BudgetRemaining"),
+    "ForeignRotationAlarm": (METRICS_NAMESPACE, "ForeignRotation"),
+}
+
+
+def _alarm_metric(props: dict[str, Any]) -> dict[str, Any]:
+    """The (single) metric an alarm watches, for plain and metric-math alarms."""
+    if "MetricName" in props:
+        return {k: props[k] for k in ("Namespace", "MetricName", "Dimensions")}
+    (stat,) = [m["MetricStat"] for m in props["Metrics"] if "MetricStat" in m]
+    return dict(stat["Metric"])
+
+
+def test_the_alarms_watch_what_the_runbooks_describe(resources: dict[str, Any]) -> None:
+    alarms = _alarms(resources)
+    assert set(alarms) == set(ALARMS)
+    for logical_id, (namespace, metric_name) in ALARMS.items():
+        metric = _alarm_metric(alarms[logical_id])
+        assert (metric["Namespace"], metric["MetricName"]) == (namespace, metric_name), logical_id
+    lambda_alarms = [a for a, (ns, _) in ALARMS.items() if ns == "AWS/Lambda"]
+    for logical_id in lambda_alarms:
+        assert alarms[logical_id]["Dimensions"] == [
+            {"Name": "FunctionName", "Value": {"Ref": "RefresherFunction"}}
+        ]
+    queue_dimensions = {
+        json.dumps(alarms[a]["Dimensions"])
+        for a in ("RefresherFailureQueueAlarm", "ScheduleDeadLetterQueueAlarm")
+    }
+    assert queue_dimensions == {
+        json.dumps([{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}])
+        for queue in ("RefresherFailureQueue", "ScheduleDeadLetterQueue")
+    }
+
+
+def test_every_alarm_notifies_the_topic_and_points_to_its_runbook(
+    resources: dict[str, Any],
+) -> None:
+    anchors = _github_anchors(OPERATIONS_DOC.read_text(encoding="utf-8"))
+    for logical_id, props in _alarms(resources).items():
+        assert props["AlarmActions"] == [ALARM_TARGET], logical_id
+        assert props["OKActions"] == [ALARM_TARGET], logical_id
+        links = re.findall(r"docs/operations\.md#([\w-]+)", props["AlarmDescription"])
+        assert links, f"{logical_id}: AlarmDescription names no runbook section"
+        assert set(links) <= anchors, f"{logical_id}: no such section in docs/operations.md"
+        assert "AlarmName" not in props  # generated names: ${AWS::StackName}-... (topic policy)
+
+
+def test_counting_alarms_fire_on_the_first_event(resources: dict[str, Any]) -> None:
+    alarms = _alarms(resources)
+    for logical_id in (
+        "RefresherErrorsAlarm",
+        "RefresherEventsDroppedAlarm",
+        "RefresherDestinationFailuresAlarm",
+        "RefresherFailureQueueAlarm",
+        "ScheduleDeadLetterQueueAlarm",
+        "ForeignRotationAlarm",
+    ):
+        props = alarms[logical_id]
+        assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold", logical_id
+        assert props["Threshold"] == 1, logical_id
+        assert props["EvaluationPeriods"] == 1, logical_id
+        assert props["TreatMissingData"] == "notBreaching", logical_id
+
+
+def test_custom_metric_alarms_match_what_the_refresher_emits(
+    template: dict[str, Any],
+) -> None:
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == METRICS_NAMESPACE
+    assert env["POWERTOOLS_SERVICE_NAME"] == SERVICE
+    source = "\n".join(
+        path.read_text(encoding="utf-8") for path in sorted(REFRESHER_SOURCE.rglob("*.py"))
+    )
+    for logical_id, props in _alarms(template["Resources"]).items():
+        metric = _alarm_metric(props)
+        if metric["Namespace"] != METRICS_NAMESPACE:
+            continue
+        # Powertools' default dimension set is [service]; per-app series are extra.
+        assert metric["Dimensions"] == [{"Name": "service", "Value": SERVICE}], logical_id
+        assert f'"{metric["MetricName"]}"' in source, f"the refresher emits no {metric}"
+
+
+def test_token_close_to_expiry_alarm_also_fires_when_the_refresher_goes_quiet(
+    template: dict[str, Any],
+) -> None:
+    props = _alarms(template["Resources"])["TokenCloseToExpiryAlarm"]
+    assert props["Statistic"] == "Minimum"
+    assert props["ComparisonOperator"] == "LessThanThreshold"
+    # After a good run every credential has more than one interval left.
+    assert props["Threshold"] == {"Ref": "RefreshIntervalSeconds"}
+    # No report at all (refresher not running) must alarm too.
+    assert props["TreatMissingData"] == "breaching"
+    # Every 1-minute period of the window must breach: one healthy run keeps it quiet.
+    assert props["Period"] == 60
+    assert props["EvaluationPeriods"] == {"Ref": "ExpiryAlarmWindowMinutes"}
+    assert props["DatapointsToAlarm"] == {"Ref": "ExpiryAlarmWindowMinutes"}
+    parameters = template["Parameters"]
+    window = parameters["ExpiryAlarmWindowMinutes"]["Default"]
+    interval_minutes = parameters["RefreshIntervalSeconds"]["Default"] // 60
+    # Longer than the gap between two runs (with some minutes for a late or slow run), and
+    # shorter than interval + the refresher's 15-minute margin: a credential just short of
+    # due when the refresher stopped still lives when the alarm fires.
+    assert interval_minutes + 5 <= window < interval_minutes + 15
+
+
+def test_budget_alarm_is_a_percentage_of_the_daily_budget(resources: dict[str, Any]) -> None:
+    props = _alarms(resources)["BudgetNearlySpentAlarm"]
+    (expression,) = [m for m in props["Metrics"] if m.get("ReturnData")]
+    assert expression["Expression"] == {"Fn::Sub": "100 * remaining / ${DailyCallBudget}"}
+    (remaining,) = [m for m in props["Metrics"] if m["Id"] == "remaining"]
+    assert remaining["MetricStat"]["Stat"] == "Minimum"
+    assert remaining["ReturnData"] is False
+    assert props["Threshold"] == 20
+    assert props["ComparisonOperator"] == "LessThanThreshold"
+    # Reported once per run: keep the state between runs.
+    assert props["TreatMissingData"] == "ignore"
+
+
+def test_failed_invocations_are_retried_then_queued(resources: dict[str, Any]) -> None:
+    config = _props(resources, "RefresherFunction")["EventInvokeConfig"]
+    assert config == {
+        "MaximumRetryAttempts": 2,
+        "MaximumEventAgeInSeconds": 900,
+        "DestinationConfig": {"OnFailure": {"Type": "SQS", "Destination": FAILURE_QUEUE_ARN}},
+    }
+    for queue in ("RefresherFailureQueue", "ScheduleDeadLetterQueue"):
+        assert resources[queue]["Type"] == "AWS::SQS::Queue"
+        props = resources[queue]["Properties"]
+        assert props["MessageRetentionPeriod"] == 14 * 24 * 3600
+        assert "FifoQueue" not in props  # Lambda destinations take standard queues only
+
+
+def test_alarm_topic_is_created_unless_one_is_given(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    for logical_id in ("AlarmTopic", "AlarmTopicKey", "AlarmTopicPolicy"):
+        assert resources[logical_id]["Condition"] == "CreateAlarmTopic", logical_id
+    assert _evaluate_condition(template, "CreateAlarmTopic", {})
+    assert not _evaluate_condition(
+        template, "CreateAlarmTopic", {"AlarmTopicArn": "arn:aws:sns:us-east-1:123456789012:t"}
+    )
+    subscription = resources["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"]["Protocol"] == "email"
+    assert subscription["Properties"]["TopicArn"] == ALARM_TARGET
+    assert not _evaluate_condition(template, "HasAlarmEmail", {})
+    assert _evaluate_condition(template, "HasAlarmEmail", {"AlarmEmail": "ops@example.com"})
+    email = template["Parameters"]["AlarmEmail"]["AllowedPattern"]
+    assert re.fullmatch(email, "")
+    assert re.fullmatch(email, "ops@example.com")
+    assert not re.fullmatch(email, "not an address")
+    assert template["Outputs"]["AlarmNotificationTopicArn"]["Value"] == ALARM_TARGET
+
+
+def test_vpc_is_optional_and_needs_security_groups(template: dict[str, Any]) -> None:
+    parameters = template["Parameters"]
+    for name in ("VpcSubnetIds", "VpcSecurityGroupIds"):
+        assert parameters[name]["Type"] == "CommaDelimitedList"
+        assert parameters[name]["Default"] == ""
+    assert not _evaluate_condition(template, "InVpc", {})
+    assert _evaluate_condition(template, "InVpc", {"VpcSubnetIds": "subnet-1,subnet-2"})
+    vpc_config = _props(template["Resources"], "RefresherFunction")["VpcConfig"]
+    assert vpc_config == {
+        "Fn::If": [
+            "InVpc",
+            {
+                "SubnetIds": {"Ref": "VpcSubnetIds"},
+                "SecurityGroupIds": {"Ref": "VpcSecurityGroupIds"},
+            },
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    # Only the refresher calls WeChat, so only it needs the fixed egress IP.
+    assert "VpcConfig" not in _props(template["Resources"], "ExampleConsumerFunction")
+    assert "VpcConfig" not in template["Globals"]["Function"]
+    rule = template["Rules"]["VpcNeedsSecurityGroups"]
+    assert rule["RuleCondition"] == {"Fn::Not": [{"Fn::Contains": [{"Ref": "VpcSubnetIds"}, ""]}]}
+    (assertion,) = rule["Assertions"]
+    assert assertion["Assert"] == {
+        "Fn::Not": [{"Fn::Contains": [{"Ref": "VpcSecurityGroupIds"}, ""]}]
+    }
+
+
+def test_operations_doc_has_the_runbooks() -> None:
+    anchors = _github_anchors(OPERATIONS_DOC.read_text(encoding="utf-8"))
+    assert {
+        "40001-storm",
+        "45009-quota",
+        "40164-ip-whitelist",
+        "refresher-failing",
+        "token-close-to-expiry",
+        "budget-nearly-spent",
+        "foreign-rotation",
+        "failure-queues",
+    } <= anchors

@@ -492,8 +492,18 @@ class RefreshService:
             ):
                 return RATE_LIMITED, foreign
             return REFRESHED, foreign
-        if request.force or not record.has_value:
+        if not record.has_value:
             return REFRESHED, False
+        if request.force:
+            # WeChat keeps two tokens: forcing twice within the consumers' cache time would
+            # evict the token they all hold. A token this young is not replaced again.
+            young = (
+                record.kind == ACCESS_TOKEN
+                and record.fetched_at is not None
+                and record.is_valid(now)
+                and now - record.fetched_at < self.settings.force_min_interval_seconds
+            )
+            return (RATE_LIMITED if young else REFRESHED), False
         if bound_to is not None and record.bound_to != bound_to:
             return REFRESHED, False  # a ticket fetched with a token that has since rotated
         interval = (

@@ -34,6 +34,8 @@ class Settings:
     http_timeout_seconds: float = 10.0
     max_attempts: int = 4
     passive_min_interval_seconds: float = 60.0
+    # A forced refresh of a token younger than this is refused (consumers cache 60 s).
+    force_min_interval_seconds: float = 120.0
     registry_cache_seconds: float = 60.0
     # Ask a business API, each scheduled run, whether WeChat still accepts the stored token.
     probe_stored_tokens: bool = True
@@ -84,6 +86,9 @@ class Settings:
             max_attempts=int(_number(env, "WECHAT_MAX_ATTEMPTS", cls.max_attempts, 1, 10)),
             passive_min_interval_seconds=_number(
                 env, "PASSIVE_MIN_INTERVAL_SECONDS", cls.passive_min_interval_seconds, 0, 3600
+            ),
+            force_min_interval_seconds=_number(
+                env, "FORCE_MIN_INTERVAL_SECONDS", cls.force_min_interval_seconds, 0, 3600
             ),
             probe_stored_tokens=_flag(env, "PROBE_STORED_TOKENS", cls.probe_stored_tokens),
         )
