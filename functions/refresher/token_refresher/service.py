@@ -481,17 +481,7 @@ class RefreshService:
     ) -> tuple[str, bool]:
         """REFRESHED if WeChat must be called, else the outcome; plus foreign-rotation evidence."""
         if request.passive:
-            assert request.stale_token is not None
-            if record.has_value and not stale_matches(record, request.stale_token):
-                return ALREADY_REPLACED, False
-            foreign = record.is_valid(now) and request.errcode in INVALID_TOKEN_CODES
-            if (
-                record.passive_at is not None
-                and now - record.passive_at < self.settings.passive_min_interval_seconds
-                and record.is_valid(now)
-            ):
-                return RATE_LIMITED, foreign
-            return REFRESHED, foreign
+            return self._decide_passive(record, request, now)
         if not record.has_value:
             return REFRESHED, False
         if request.force:
@@ -513,6 +503,21 @@ class RefreshService:
         )
         due = record.remaining(now) < interval + self.settings.refresh_slack_seconds
         return (REFRESHED if due else NOT_DUE), False
+
+    def _decide_passive(
+        self, record: CredentialRecord, request: RefreshRequest, now: float
+    ) -> tuple[str, bool]:
+        assert request.stale_token is not None
+        if record.has_value and not stale_matches(record, request.stale_token):
+            return ALREADY_REPLACED, False
+        foreign = record.is_valid(now) and request.errcode in INVALID_TOKEN_CODES
+        if (
+            record.passive_at is not None
+            and now - record.passive_at < self.settings.passive_min_interval_seconds
+            and record.is_valid(now)
+        ):
+            return RATE_LIMITED, foreign
+        return REFRESHED, foreign
 
     def _summary(
         self,
