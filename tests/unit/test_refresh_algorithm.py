@@ -397,3 +397,20 @@ def test_probing_can_be_switched_off(harness: Harness) -> None:
     harness.clock.advance(600)
     harness.run(probe_stored_tokens=False)
     assert harness.wechat.probes == 0
+
+
+def test_a_retried_run_does_not_repeat_a_fresh_configuration_error(harness: Harness) -> None:
+    harness.wechat.by_app[APP] = {"errcode": 40125, "errmsg": "invalid appsecret"}
+    [first] = harness.run()
+    harness.clock.advance(60)  # Lambda retries the failed async invocation
+    [retried] = harness.run()
+    assert first.outcome == retried.outcome == FAILED
+    assert retried.error is not None
+    assert "not retried" in retried.error["message"]
+    assert harness.wechat.calls == 1, "the retry spent no quota"
+    harness.clock.advance(600)
+    harness.run()
+    assert harness.wechat.calls == 2, "the next scheduled run tries again"
+    del harness.wechat.by_app[APP]
+    [forced] = harness.run({"app_id": APP, "force": True})
+    assert forced.outcome == REFRESHED, "after the fix, a forced refresh goes through at once"

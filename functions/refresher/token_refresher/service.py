@@ -28,7 +28,7 @@ from .registry import STABLE, AppConfig, RegistryLoader
 from .retry import RetryPolicy, call_with_retries
 from .settings import Settings
 from .token_store import NewValue, TokenStore
-from .wechat_api import FetchedCredential, WeChatTokenAPI
+from .wechat_api import FetchedCredential, WeChatTokenAPI, classify
 
 logger = logging.getLogger("wechat_token.refresher")
 
@@ -52,6 +52,8 @@ TICKET_KINDS = {
 }
 TICKET_TYPES_BY_KIND = {kind: ticket for ticket, kind in TICKET_KINDS.items()}
 STABLE_FORCE_MIN_GAP_SECONDS = 30.0
+# A configuration error is not retried by scheduled runs for this long (see Lambda retries).
+CONFIGURATION_ERROR_HOLD_SECONDS = 600.0
 
 # Time kept back from the Lambda's remaining time for writing results and returning.
 _SAFETY_SECONDS = 3.0
@@ -303,6 +305,9 @@ class RefreshService:
         decision, foreign = self._decide(app, record, request, now, bound_to)
         if decision != REFRESHED:
             return self._summary(record, decision, now, foreign=foreign)
+        held_back = self._recent_configuration_error(record, request, now)
+        if held_back is not None:
+            return held_back
 
         owner = f"{invocation_id}:{uuid.uuid4().hex[:12]}"
         lease_until = now + self.settings.lease_seconds
@@ -503,6 +508,31 @@ class RefreshService:
         )
         due = record.remaining(now) < interval + self.settings.refresh_slack_seconds
         return (REFRESHED if due else NOT_DUE), False
+
+    def _recent_configuration_error(
+        self, record: CredentialRecord, request: RefreshRequest, now: float
+    ) -> Outcome | None:
+        """A scheduled run (or Lambda's retry of one) does not repeat a call that failed on a
+        configuration error minutes ago: it cannot succeed until someone fixes the registry
+        or the whitelist, and each try spends quota. ``force`` tries anyway."""
+        code = record.last_error_code
+        if (
+            request.force
+            or code is None
+            or not code.lstrip("-").isdigit()
+            or classify(int(code))[0] != "configuration"
+            or record.last_error_at is None
+            or (record.last_success_at or 0) > record.last_error_at
+            or now - record.last_error_at >= CONFIGURATION_ERROR_HOLD_SECONDS
+        ):
+            return None
+        outcome = self._summary(record, FAILED, now)
+        outcome.error = {
+            "code": code,
+            "message": f"not retried: {record.last_error_message or code} (recorded "
+            f"{now - record.last_error_at:.0f} s ago; fix it, then force a refresh)",
+        }
+        return outcome
 
     def _decide_passive(
         self, record: CredentialRecord, request: RefreshRequest, now: float
