@@ -78,7 +78,11 @@ test: lint typecheck template security build pytest
 demo: venv build
 	$(BIN)/python scripts/demo.py
 
-bench: venv node build
+$(BIN)/.installed-bench: requirements-bench.txt $(BIN)/.installed
+	$(BIN)/pip install -q -r requirements-bench.txt
+	touch $@
+
+bench: venv node build $(BIN)/.installed-bench
 	$(BIN)/python -m bench
 
 clean:

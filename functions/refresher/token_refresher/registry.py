@@ -50,7 +50,7 @@ def parse_registry(text: str, *, source: str = "the registry secret") -> dict[st
     """Validate the registry JSON; errors name the entry and the field, never a secret."""
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, TypeError) as exc:
+    except (json.JSONDecodeError, TypeError, RecursionError) as exc:
         raise RegistryError(
             f"{source} is not valid JSON ({exc.__class__.__name__} at line "
             f"{getattr(exc, 'lineno', '?')}): it must be an object mapping each app_id to "

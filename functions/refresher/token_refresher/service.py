@@ -22,7 +22,7 @@ from typing import Any
 
 from wechat_token.record import ACCESS_TOKEN, JSAPI_TICKET, CredentialRecord, fingerprint, iso
 
-from .errors import EventError, RefreshError
+from .errors import EventError, GarbledReplyError, RefreshError
 from .events import RefreshRequest
 from .registry import STABLE, AppConfig, RegistryLoader
 from .retry import RetryPolicy, call_with_retries
@@ -368,6 +368,7 @@ class RefreshService:
                 rng=self._rng,
                 on_retry=on_retry,
             )
+            self._check_lifetime(fetched, app, kind)
             stored = self.store.write(
                 app.app_id,
                 kind,
@@ -423,6 +424,15 @@ class RefreshService:
                 stored.fetched_at - leased.fetched_at if stored.fetched_at else None
             )
         return outcome
+
+    def _check_lifetime(self, fetched: FetchedCredential, app: AppConfig, kind: str) -> None:
+        """Refuse a credential that, stored, would already be past its conservative expiry."""
+        if fetched.expires_in <= self.settings.expiry_skew_seconds:
+            raise GarbledReplyError(
+                f"WeChat {fetched.source} gave app {app.app_id!r} a {kind} that expires in "
+                f"{fetched.expires_in} s, inside the {self.settings.expiry_skew_seconds:.0f} s "
+                "safety margin; nothing was stored"
+            )
 
     def _force(self, app: AppConfig, kind: str, owner: str, record: CredentialRecord) -> bool:
         """Whether this stable-token fetch may use force_refresh (WeChat: 20 a day, 30 s apart).

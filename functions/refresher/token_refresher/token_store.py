@@ -84,7 +84,12 @@ class TokenStore:
                 TableName=self._table,
                 Key=self._key(app_id, kind),
                 UpdateExpression="SET lease_owner = :owner, lease_until = :until",
-                ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :now",
+                # Our own lease counts as free: a retried request whose first answer was
+                # lost must not leave this refresher blocked by its own ghost lease.
+                ConditionExpression=(
+                    "attribute_not_exists(lease_until) OR lease_until < :now "
+                    "OR lease_owner = :owner"
+                ),
                 ExpressionAttributeValues={
                     ":owner": _av(owner),
                     ":until": _av(until),
@@ -263,6 +268,8 @@ class TokenStore:
             if not _condition_failed(exc):
                 raise
             old = _record(_old_item(exc) or self._key(app_id, kind))
+            if old.version == expected_version + 1 and old.value == new.value:
+                return old  # our write landed; botocore's retry of it found it done
             raise StoreConflictError(
                 f"Did not store the new {kind} for {app_id!r}: the record moved on (version "
                 f"{old.version}, expected {expected_version}; lease "

@@ -193,7 +193,7 @@ class WeChatTokenAPI:
             )
         try:
             reply = json.loads(response.content)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise GarbledReplyError(
                 f"WeChat {path} sent a reply that is not JSON for app {app.app_id!r} "
                 f"({len(response.content)} bytes, content-type "
@@ -239,7 +239,11 @@ def _value(reply: dict[str, Any], name: str, app: AppConfig, path: str) -> str:
 
 def _expires_in(reply: dict[str, Any], app: AppConfig, path: str) -> int:
     expires_in = reply.get("expires_in")
-    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or expires_in <= 0:
+    if (
+        isinstance(expires_in, bool)
+        or not isinstance(expires_in, int | float)
+        or not expires_in >= 1
+    ):
         raise GarbledReplyError(
             f"WeChat {path} reply for app {app.app_id!r} has no positive 'expires_in'; "
             "nothing was stored"

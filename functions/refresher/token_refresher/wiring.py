@@ -33,7 +33,7 @@ quiet_http_loggers()
 AWS_CONFIG = Config(
     connect_timeout=3,
     read_timeout=5,
-    retries={"mode": "standard", "max_attempts": 5},
+    retries={"mode": "standard", "total_max_attempts": 5},
 )
 
 
