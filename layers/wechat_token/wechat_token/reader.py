@@ -90,7 +90,9 @@ class TokenReader:
         self._client = client
         self._cache_seconds = cache_seconds_from_env() if cache_seconds is None else cache_seconds
         self._clock = clock
-        self._entries: dict[tuple[str, str], _Entry] = {}
+        # kind -> app_id -> entry; the access_token dict is also the hot path's.
+        self._entries: dict[str, dict[str, _Entry]] = {ACCESS_TOKEN: {}}
+        self._tokens = self._entries[ACCESS_TOKEN]
         self._miss_lock = threading.Lock()
 
     @property
@@ -111,28 +113,31 @@ class TokenReader:
 
     def get(self, app_id: str | None = None, kind: str = ACCESS_TOKEN) -> str:
         """The current credential value; raises a ``TokenError`` rather than return a stale one."""
-        key = (app_id or app_id_from_env(), kind)
-        entry = self._entries.get(key)
-        if entry is not None and self._clock() < entry.cache_until:
-            return entry.value
+        app_id = app_id or app_id_from_env()
+        entries = self._entries.setdefault(kind, {})
+        entry = entries.get(app_id)
+        if entry is not None and self._clock() < entry[1]:
+            return entry[0]
         with self._miss_lock:
-            entry = self._entries.get(key)
-            if entry is not None and self._clock() < entry.cache_until:
-                return entry.value
-            return self._load(key, entry)
+            entry = entries.get(app_id)
+            if entry is not None and self._clock() < entry[1]:
+                return entry[0]
+            return self._load(app_id, kind, entry)
 
     def invalidate(self, app_id: str | None = None, kind: str = ACCESS_TOKEN) -> None:
         """Forget the cached value, so that the next ``get`` reads the table."""
-        self._entries.pop((app_id or app_id_from_env(), kind), None)
+        self._entries.get(kind, {}).pop(app_id or app_id_from_env(), None)
 
     def refetch(self, app_id: str | None = None, kind: str = ACCESS_TOKEN) -> str:
         """Drop the cached value and read the table with a strongly consistent read."""
-        key = (app_id or app_id_from_env(), kind)
+        app_id = app_id or app_id_from_env()
         with self._miss_lock:
-            return self._load(key, self._entries.pop(key, None), consistent=True)
+            stale = self._entries.get(kind, {}).pop(app_id, None)
+            return self._load(app_id, kind, stale, consistent=True)
 
     def clear(self) -> None:
-        self._entries.clear()
+        for entries in self._entries.values():
+            entries.clear()
 
     def read(self, app_id: str, kind: str = ACCESS_TOKEN) -> CredentialRecord | None:
         """The stored record itself (uncached, strongly consistent), for diagnostics."""
@@ -140,13 +145,14 @@ class TokenReader:
 
     def _load(
         self,
-        key: tuple[str, str],
+        app_id: str,
+        kind: str,
         stale: _Entry | None,
         *,
         consistent: bool = False,
         passive_allowed: bool = True,
     ) -> str:
-        app_id, kind = key
+        entries = self._entries.setdefault(kind, {})
         try:
             record = read_record(self.client, self.table_name, app_id, kind, consistent=consistent)
         except TokenStoreError:
@@ -165,21 +171,21 @@ class TokenReader:
             raise
         now = self._clock()
         if record is None or not record.has_value:
-            self._entries.pop(key, None)
+            entries.pop(app_id, None)
             raise TokenNotFoundError(self._not_found_message(app_id, kind, record))
         assert record.value is not None
         assert record.expires_at is not None
         if not record.is_valid(now):
-            self._entries.pop(key, None)
+            entries.pop(app_id, None)
             if self._passive is not None and passive_allowed:
                 try:
                     self._passive(app_id, kind, fingerprint(record.value), 42001)
                 except TokenError as exc:
                     logger.warning("passive refresh of expired %s/%s failed: %s", app_id, kind, exc)
-                return self._load(key, None, consistent=True, passive_allowed=False)
+                return self._load(app_id, kind, None, consistent=True, passive_allowed=False)
             raise TokenExpiredError(self._expired_message(record, now))
         cache_until = min(now + self.cache_seconds, record.expires_at)
-        self._entries[key] = _Entry(record.value, cache_until, record.expires_at)
+        entries[app_id] = _Entry(record.value, cache_until, record.expires_at)
         return record.value
 
     def _not_found_message(self, app_id: str, kind: str, record: CredentialRecord | None) -> str:
@@ -249,4 +255,10 @@ def get_access_token(app_id: str | None = None) -> str:
     ``TokenNotFoundError`` or ``TokenExpiredError`` (both ``TokenError``) instead of ever
     returning a token past its expiry.
     """
+    # The hot path, inlined: a dict lookup and a clock read when the token is cached.
+    reader = _default_reader
+    if reader is not None and app_id is not None:
+        entry = reader._tokens.get(app_id)
+        if entry is not None and reader._clock() < entry[1]:
+            return entry[0]
     return default_reader().get(app_id, ACCESS_TOKEN)
