@@ -1,5 +1,5 @@
-"""Scenario fixtures: one DynamoDB Local per session, and per test a fresh table, the WeChat
-simulator serving real HTTP on 127.0.0.1, and a simulated clock shared by all of them.
+"""Scenario fixtures: DynamoDB Local comes from tests/conftest.py; per test a fresh table,
+the WeChat simulator serving real HTTP on 127.0.0.1, and a simulated clock shared by all.
 
 Everything listens on loopback and free ports and is stopped here. A missing prerequisite
 (Java 17+, ``npm ci``) fails the tests with the fix to apply; it never skips them.
@@ -13,30 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from local_aws import (
-    DynamoDBLocal,
-    DynamoDBLocalUnavailable,
-    create_token_table,
-    dynamodb_client,
-)
+from local_aws import DynamoDBLocal, create_token_table, dynamodb_client
 from simulator import ManualClock, SimulatorServer, WeChatSimulator
 from tests.scenarios.harness import START, Deployment
-
-
-@pytest.fixture(scope="session")
-def dynamodb_local() -> Iterator[DynamoDBLocal]:
-    server = DynamoDBLocal()
-    unavailable: str | None = None
-    try:
-        server.start()
-    except DynamoDBLocalUnavailable as exc:
-        unavailable = str(exc)
-    if unavailable is not None:
-        pytest.fail(f"DynamoDB Local is unavailable: {unavailable}", pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
