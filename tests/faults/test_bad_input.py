@@ -507,7 +507,9 @@ def test_any_registry_parses_or_is_refused_with_a_registry_error(
         assert config.secret == config.secret.strip()
         assert config.secret
         assert config.appid
-        _no_leak(repr(config), config.secret)
+        assert "secret=" not in repr(config)
+        if len(config.secret) >= 12:  # a bent field may hold a word like "classic"
+            _no_leak(repr(config), config.secret)
 
 
 @settings(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 from typing import Any
 
 import pytest
+from token_refresher.telemetry import SERVICE
 
 from .conftest import APP, BASE, SECRET, SECRET_ID, TABLE, Harness
 from .test_handler import Context
@@ -27,11 +29,30 @@ def emitted(text: str) -> tuple[list[str], dict[str, float]]:
     return blobs, metrics
 
 
-def logged(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def records() -> Any:
+    """Records of the Powertools logger itself (it does not propagate to the root logger)."""
+    collector = Records()
+    target = logging.getLogger(SERVICE)
+    target.addHandler(collector)
+    yield collector
+    target.removeHandler(collector)
+
+
+def logged(records: Records) -> list[dict[str, Any]]:
     """The structured fields of the per-credential log lines (Powertools renders them as JSON)."""
     return [
         {**record.__dict__, "level": record.levelname}
-        for record in caplog.records
+        for record in records.records
         if hasattr(record, "outcome")
     ]
 
@@ -51,14 +72,14 @@ def test_a_refresh_logs_structured_fields_and_emits_metrics(
     handler: Any,
     harness: Harness,
     capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
+    records: Records,
 ) -> None:
     handler._service = harness.service()  # on the harness's clock
     handler.lambda_handler({}, Context())
     harness.clock.advance(3600)
     handler.lambda_handler({}, Context())
     _, metrics = emitted(capsys.readouterr().out)
-    [line, *_] = logged(caplog)
+    [line, *_] = logged(records)
     assert line["outcome"] == "refreshed"
     assert line["kind"] == "access_token"
     assert line["fingerprint"].startswith("sha256:")
@@ -74,14 +95,14 @@ def test_a_failure_is_counted_by_error_class_and_logged_as_an_error(
     handler: Any,
     harness: Harness,
     capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
+    records: Records,
 ) -> None:
     harness.wechat.script = [{"errcode": 40164, "errmsg": "invalid ip"}]
     with pytest.raises(Exception, match="40164"):
         handler.lambda_handler({}, Context())
     out = capsys.readouterr().out
     _, metrics = emitted(out)
-    [line] = [entry for entry in logged(caplog) if entry["outcome"] == "failed"]
+    [line] = [entry for entry in logged(records) if entry["outcome"] == "failed"]
     assert line["level"] == "ERROR"
     assert line["error"]["code"] == "40164"
     assert metrics["RefreshFailure"] == 1
