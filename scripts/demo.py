@@ -514,6 +514,9 @@ def start_servers(stack: contextlib.ExitStack, use_dynamodb_local: bool) -> Loca
     refresher_env |= local | {
         "WECHAT_API_BASE_URL": server.base_url,
         "WECOM_API_BASE_URL": server.base_url,
+        # Only WeChat's clock jumps an hour in this demo; the refresher's is real time, so
+        # its two-minute spacing between forced refreshes would refuse step 4's force.
+        "FORCE_MIN_INTERVAL_SECONDS": "0",
     }
     consumer_env = load_env_overrides(EVENTS / "env.json", CONSUMER)
     consumer_env |= local | {"WECHAT_API_BASE_URL": server.base_url}
