@@ -55,7 +55,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 typecheck: venv
-	$(BIN)/mypy layers/wechat_token/wechat_token functions simulator local_aws scripts bench
+	$(BIN)/mypy layers/wechat_token/wechat_token tools/wechat_token_ops functions simulator local_aws scripts bench
 
 template: venv sam-venv
 	$(BIN)/cfn-lint template.yaml

@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 import wechat_token
-from token_refresher.events import RefreshRequest
+from token_refresher.triggers import Scheduled
 
 from bench.reads import dynamodb_item_size
 from bench.results import Row, Section, table
@@ -63,7 +63,7 @@ def _simulate(
     table_name = be.new_table("cost")
     # The hourly probe is a WeChat business call that changes nothing a consumer reads.
     ref = refresher(be, table_name, url, [app], clock=clock.now, probe_stored_tokens=False)
-    ref.service.run(RefreshRequest())
+    ref.service.run(Scheduled())
     next_run = clock.now() + 3600
     counter = CallCounter()
     reader = wechat_token.TokenReader(
@@ -77,7 +77,7 @@ def _simulate(
         while clock.now() + gap >= next_run:  # the hourly schedule fires first
             gap -= next_run - clock.now()
             clock.set(next_run)
-            ref.service.run(RefreshRequest())
+            ref.service.run(Scheduled())
             refresher_runs += 1
             next_run += 3600
         clock.advance(gap)

@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from token_refresher.events import RefreshRequest
+from token_refresher.triggers import Scheduled
 
 from bench.results import Row, Section, mib, table
 from bench.world import (
@@ -74,7 +74,7 @@ def child_main(spec: dict[str, Any]) -> None:
             clock.advance(3600)
         ref.dynamodb_calls.counts.clear()
         began = time.perf_counter()
-        outcomes = ref.service.run(RefreshRequest())
+        outcomes = ref.service.run(Scheduled())
         wall = time.perf_counter() - began
         _, peak = _rss()
         print(

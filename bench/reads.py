@@ -24,7 +24,7 @@ import wechat_token
 from aws_lambda_powertools.utilities.parameters import DynamoDBProvider
 from botocore.config import Config
 from botocore.stub import Stubber
-from token_refresher.events import RefreshRequest
+from token_refresher.triggers import Forced
 from wechatpy import WeChatClient as WeChatPyClient
 from wechatpy.session.memorystorage import MemoryStorage
 
@@ -52,7 +52,7 @@ class Fixture:
         )
         client.get_waiter("table_exists").wait(TableName=self.pt_table)
         ref = refresher(be, self.table, sim_url, [app], clock=time.time)
-        [outcome] = ref.service.run(RefreshRequest(app_id=app, force=True))
+        [outcome] = ref.service.run(Forced(app))
         assert outcome.outcome == "refreshed", outcome
         item = client.get_item(
             TableName=self.table,

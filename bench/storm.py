@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import wechat_token
 import wechat_token.client as client_module
-from token_refresher.events import RefreshRequest
+from token_refresher.triggers import Forced, Passive
 
 from bench.results import Row, Section, ms, table
 from bench.stats import quantile
@@ -48,7 +48,7 @@ def _storm(be: Backend, sim: WeChatSimulator, url: str, n: int, variant: str) ->
     sim.add_app(app, secret_of(app))
     table_name = be.new_table("storm")
     ref = refresher(be, table_name, url, [app], clock=time.time, pool=64)
-    [first] = ref.service.run(RefreshRequest(app_id=app, force=True))
+    [first] = ref.service.run(Forced(app))
     assert first.outcome == "refreshed", first
 
     consumer_calls = CallCounter()
@@ -64,9 +64,7 @@ def _storm(be: Backend, sim: WeChatSimulator, url: str, n: int, variant: str) ->
     outcomes_lock = threading.Lock()
 
     def passive(app_id: str, kind: str, stale: str, errcode: int | None) -> str:
-        [outcome] = ref.service.run(
-            RefreshRequest(app_id=app_id, kind=kind, stale_token=stale, errcode=errcode)
-        )
+        [outcome] = ref.service.run(Passive(app_id=app_id, kind=kind, stale=stale, errcode=errcode))
         with outcomes_lock:
             outcomes[outcome.outcome] += 1
         return outcome.outcome

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import wechat_token
-from token_refresher.events import RefreshRequest
+from token_refresher.triggers import Passive, Scheduled
 
 from bench.results import Row, Section
 from bench.world import Backend, refresher, secret_of
@@ -68,7 +68,7 @@ def simulate(be: Backend, *, hours: float) -> Day:
 
         def passive(app_id: str, kind: str, stale: str, errcode: int | None) -> str:
             [outcome] = ref.service.run(
-                RefreshRequest(app_id=app_id, kind=kind, stale_token=stale, errcode=errcode)
+                Passive(app_id=app_id, kind=kind, stale=stale, errcode=errcode)
             )
             runs.append((clock.now(), "passive", outcome.outcome))
             return outcome.outcome
@@ -96,7 +96,7 @@ def simulate(be: Backend, *, hours: float) -> Day:
         while clock.now() < end:
             now = clock.now()
             if now >= next_run:
-                [outcome] = ref.service.run(RefreshRequest())
+                [outcome] = ref.service.run(Scheduled())
                 runs.append((now, "scheduled", outcome.outcome))
                 next_run += 3600 + (SCHEDULE_OFFSET if next_run == DEFAULT_START else 0)
             while foreign_at and now >= foreign_at[0]:

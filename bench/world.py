@@ -24,7 +24,7 @@ from token_refresher.settings import Settings
 from token_refresher.wiring import build_service
 
 from local_aws import DynamoDBLocal, MotoServer, create_token_table, dynamodb_client
-from tests.support import SECRET_ID, StaticSecrets
+from local_aws.static_secrets import SECRET_ID, StaticSecrets
 
 # As tests/conftest.py: dummy credentials, no profile, no config file, no instance metadata.
 SAFE_AWS_ENV = {
@@ -151,7 +151,7 @@ class CallCounter:
 
 @dataclass
 class Refresher:
-    """A refresher wired like production (tests/support.py's ``local_refresher``), with
+    """A refresher wired like production (as tests/support.py's ``local_refresher``), with
     a DynamoDB client whose calls are counted and whose pool size is ours to choose."""
 
     service: RefreshService

@@ -4,13 +4,16 @@ Usage::
 
     python scripts/local_invoke.py RefresherFunction -e events/scheduled.json \\
         --env-vars events/env.json [--build-dir .aws-sam/build] [--timeout 60]
+    python scripts/local_invoke.py PassiveRefreshFunction -e events/passive.json \\
+        --env-vars events/env.json
 
 The function runs the way Lambda runs it, as far as a plain process can:
 
-- the *built* template (``.aws-sam/build/template.yaml``) gives the code directory, the
-  handler, the layers, the timeout, the memory size and the environment (``Globals``
-  merged with the function, ``!Ref`` of parameters resolved to their defaults, other
-  references to placeholder strings such as the logical id);
+- the *built* template (``.aws-sam/build/template.yaml``, read with cfn-lint's template
+  loader, as ``make template`` reads it) gives the code directory, the handler, the layers,
+  the timeout, the memory size and the environment (``Globals`` merged with the function,
+  ``!Ref`` of parameters resolved to their defaults, other references to placeholder
+  strings such as the logical id);
 - the env-vars file (``sam local invoke --env-vars`` format) overrides them: its
   ``Parameters`` section applies to every function, the function's own section wins.
   Unlike SAM, keys the template does not declare are passed too, so that
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import importlib.util
 import json
 import os
@@ -48,8 +52,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 __all__ = [
     "FunctionSpec",
@@ -83,43 +85,37 @@ class LocalInvokeError(Exception):
 # --------------------------------------------------------------------------- templates
 
 
-# A YAML loader for CloudFormation: short tags (``!Ref``, ``!Sub``...) become the long form
-# (``{"Ref": ...}``, ``{"Fn::Sub": ...}``), and dates stay strings. Built with type() so
-# that it type-checks with and without PyYAML's stubs.
-CfnLoader: Any = type("CfnLoader", (yaml.SafeLoader,), {})
-CfnLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _construct_cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    elif isinstance(node, yaml.MappingNode):
-        value = loader.construct_mapping(node, deep=True)
-    else:
-        raise LocalInvokeError(f"Unexpected YAML node for !{suffix}: {node!r}")
-    if suffix in ("Ref", "Condition"):
-        return {suffix: value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-CfnLoader.add_multi_constructor("!", _construct_cfn_tag)
-
-
 def load_template(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Parse a CloudFormation/SAM template (YAML or JSON) into plain dicts and lists."""
-    with open(path, encoding="utf-8") as handle:
-        document = yaml.load(handle, Loader=CfnLoader)  # noqa: S506 - CfnLoader is a SafeLoader
+    """Parse a CloudFormation/SAM template (YAML or JSON) into plain dicts and lists.
+
+    cfn-lint's loader (the one ``make template`` lints with) reads it: short tags (``!Ref``,
+    ``!Sub``...) become the long form (``{"Ref": ...}``, ``{"Fn::Sub": ...}``), as
+    CloudFormation reads them. Its node classes are turned into plain ``dict``/``list``/``str``,
+    and YAML dates back into the strings CloudFormation sees.
+    """
+    from cfnlint.decode import decode  # noqa: PLC0415 - a second to import; only loading needs it
+
+    template, problems = decode(os.fspath(path))
+    if problems or template is None:
+        details = "; ".join(str(problem.message) for problem in problems) or "unreadable"
+        raise LocalInvokeError(f"{path} cannot be parsed: {details}")
+    document = _plain(template)
     if not isinstance(document, dict) or not isinstance(document.get("Resources"), dict):
         raise LocalInvokeError(f"{path} is not a CloudFormation template (no Resources).")
     return document
+
+
+def _plain(value: Any) -> Any:
+    """cfn-lint's nodes (subclasses carrying line marks) as plain Python values."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, datetime.date):  # datetime.datetime is a date too
+        return value.isoformat()
+    return str(value)
 
 
 _NO_VALUE = object()

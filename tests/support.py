@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from typing import Any
@@ -10,23 +9,11 @@ from typing import Any
 import httpx
 from token_refresher.service import RefreshService
 from token_refresher.settings import Settings
+from token_refresher.triggers import Trigger, parse_operator_event, parse_passive_event
 from token_refresher.wiring import build_service
 
 from local_aws import dynamodb_client
-
-SECRET_ID = "wechat-token/apps"
-
-
-class StaticSecrets:
-    """Stands in for Secrets Manager where only the registry secret is read."""
-
-    def __init__(self, registry: dict[str, Any]) -> None:
-        self.registry = registry
-        self.reads = 0
-
-    def get_secret_value(self, SecretId: str) -> dict[str, str]:
-        self.reads += 1
-        return {"SecretString": json.dumps(self.registry)}
+from local_aws.static_secrets import SECRET_ID, StaticSecrets
 
 
 def local_refresher(
@@ -60,3 +47,11 @@ def local_refresher(
         sleep=sleep,
         rng=random.Random(seed),
     )
+
+
+def parse_event(event: Any) -> Trigger:
+    """Either entry point's event, as its handler would parse it (a report if it has a
+    ``stale_token``)."""
+    if isinstance(event, dict) and "stale_token" in event:
+        return parse_passive_event(event)
+    return parse_operator_event(event)

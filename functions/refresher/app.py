@@ -1,25 +1,26 @@
-"""RefresherFunction: the only component that calls WeChat's token endpoints.
+"""The refresher's two entry points: the only code that calls WeChat's token endpoints.
 
-Events:
-- scheduled (anything without ``app_id``; ``{"types": ["stable"]}`` limits it to some types):
-  refresh every configured credential that is due;
-- ``{"app_id": "...", "force": true}``: refresh that app now;
-- ``{"app_id": "...", "kind": "access_token", "stale_token": "sha256:...", "errcode": 40001}``:
-  passive refresh, only if that token is still the stored one.
-Returns a summary per credential (never a token or secret); raises after trying every
-app if any failed, so that the invocation counts as failed and alarms fire.
+- ``lambda_handler`` (RefresherFunction; the schedule and operators):
+  ``{}`` or ``{"types": ["stable"]}``: refresh every matching credential that is due;
+  ``{"app_id": "..."}``: that app, if due; ``{"app_id": "...", "force": true}`` (and
+  optionally ``"kind"``): refresh it now. A forced refresh without ``app_id`` is refused.
+  Raises after trying every credential if any failed, so that alarms fire and the schedule's
+  retry runs; the error message is bounded.
+- ``passive_handler`` (PassiveRefreshFunction; the only function consumers may invoke):
+  ``{"app_id", "kind", "stale_token": "sha256:...", "errcode": 40001}`` and nothing else.
+  WeChat is asked about the stored token first; a new one is fetched only if WeChat rejects it.
+Both return a JSON summary that never holds a token or a secret.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from token_refresher.errors import RefreshFailedError
-from token_refresher.events import parse_event
 from token_refresher.service import RefreshService
 from token_refresher.settings import Settings
 from token_refresher.telemetry import logger, metrics, publish
+from token_refresher.triggers import parse_operator_event, parse_passive_event
 from token_refresher.wiring import build_service
 
 _service: RefreshService | None = None
@@ -36,29 +37,20 @@ def _get_service() -> RefreshService:
 @logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
-    request = parse_event(event)
+    trigger = parse_operator_event(event)
     service = _get_service()
-    remaining = None
-    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
-        remaining = lambda: context.get_remaining_time_in_millis() / 1000.0  # noqa: E731
-    invocation_id = getattr(context, "aws_request_id", "local")
-    outcomes = service.run(request, remaining_seconds=remaining, invocation_id=invocation_id)
-    publish(outcomes, service.settings.daily_call_budget)
-    summary = {
-        "credentials": [outcome.as_dict() for outcome in outcomes],
-        "failed": sum(outcome.failed for outcome in outcomes),
-        "refreshed": sum(outcome.outcome == "refreshed" for outcome in outcomes),
-        "foreign_rotations": sum(outcome.foreign_rotation for outcome in outcomes),
-    }
-    if summary["failed"]:
-        failed = [
-            f"{o.app_id}/{o.kind}: {o.error['code'] if o.error else '?'}"
-            for o in outcomes
-            if o.failed
-        ]
-        raise RefreshFailedError(
-            f"{summary['failed']} of {len(outcomes)} credential(s) failed to refresh "
-            f"({'; '.join(failed)}); stored tokens were left untouched. Summary: "
-            + json.dumps(summary, sort_keys=True)
-        )
-    return summary
+    summary = service.run(trigger, service.deadline(context))
+    publish(summary)
+    if summary.failed:
+        raise RefreshFailedError(summary.error_message())
+    return summary.as_dict()
+
+
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
+def passive_handler(event: Any, context: Any) -> dict[str, Any]:
+    trigger = parse_passive_event(event)
+    service = _get_service()
+    summary = service.report(trigger, service.deadline(context))
+    publish(summary)
+    return summary.as_dict()

@@ -34,7 +34,7 @@ from token_refresher.settings import Settings
 from token_refresher.token_store import TokenStore
 from token_refresher.wiring import AWS_CONFIG, build_service
 from wechat_token import TokenReader
-from wechat_token.record import ACCESS_TOKEN, CredentialRecord
+from wechat_token.record import ACCESS_TOKEN, CredentialKey, CredentialRecord
 
 from local_aws import DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, LOCAL_REGION, LocalTable
 from simulator import ManualClock, WeChatSimulator
@@ -315,7 +315,7 @@ class Snapshot(NamedTuple):
     expires_at: float | None
     fetched_at: float | None
     version: int
-    previous_value: str | None
+    previous_fingerprint: str | None
     source: str | None
 
     @classmethod
@@ -327,14 +327,14 @@ class Snapshot(NamedTuple):
             record.expires_at,
             record.fetched_at,
             record.version,
-            record.previous_value,
+            record.previous_fingerprint,
             record.source,
         )
 
 
 def read(table: LocalTable, app_id: str = APP, kind: str = ACCESS_TOKEN) -> CredentialRecord:
     """The stored record, read strongly consistently through a fault-free client."""
-    record = TokenStore(table.dynamodb, table.name).read(app_id, kind)
+    record = TokenStore(table.dynamodb, table.name).find(CredentialKey(app_id, kind))
     assert record is not None, "no record stored"
     return record
 
@@ -374,7 +374,7 @@ class RecordWatcher:
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            record = self._store.read(self._app_id, ACCESS_TOKEN)
+            record = self._store.find(CredentialKey(self._app_id, ACCESS_TOKEN))
             if record is not None:
                 self.records.append(record)
             snap = Snapshot.of(record)

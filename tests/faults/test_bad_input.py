@@ -34,20 +34,21 @@ from hypothesis import event as note_event
 from hypothesis import strategies as st
 from moto import mock_aws
 from token_refresher.errors import EventError, RefresherError, RegistryError
-from token_refresher.events import RefreshRequest, parse_event
+from token_refresher.outcome import Status
 from token_refresher.registry import AppConfig, parse_registry
-from token_refresher.service import FAILED, REFRESHED, RefreshService
+from token_refresher.service import RefreshService
 from token_refresher.settings import Settings
 from token_refresher.token_store import TokenStore
+from token_refresher.triggers import Forced, Passive, Scheduled
 from token_refresher.wechat_api import MAX_EXPIRES_IN, MAX_VALUE_LENGTH, WeChatTokenAPI
 from token_refresher.wiring import build_service
 from wechat_token import TokenError, TokenReader
-from wechat_token.record import ACCESS_TOKEN
+from wechat_token.record import ACCESS_TOKEN, CredentialKey, fingerprint
 
 from local_aws.resources import create_token_table
 from simulator import ManualClock, WeChatSimulator
 from tests.faults.faultlib import START, Snapshot
-from tests.support import SECRET_ID, StaticSecrets
+from tests.support import SECRET_ID, StaticSecrets, parse_event
 
 BASE = "https://api.weixin.qq.test"
 TABLE = "wechat-token-faults"
@@ -271,7 +272,7 @@ class MotoWorld:
         return Snapshot.of(self.record(app_id))
 
     def record(self, app_id: str = APP) -> Any:
-        return TokenStore(self.dynamodb, TABLE).read(app_id, ACCESS_TOKEN)
+        return TokenStore(self.dynamodb, TABLE).find(CredentialKey(app_id, ACCESS_TOKEN))
 
 
 class _Capture(logging.Handler):
@@ -354,12 +355,13 @@ def test_any_event_parses_or_is_refused_with_an_event_error(event: Any, stale: s
     except EventError as exc:
         _no_leak(str(exc), stale)
         return
-    assert isinstance(request, RefreshRequest)
-    if request.app_id is not None:
-        assert request.app_id == request.app_id.strip()
-        assert request.app_id
-    assert isinstance(request.force, bool)
-    assert not (request.force and request.passive)
+    assert isinstance(request, Scheduled | Forced | Passive)
+    app_id = getattr(request, "app_id", None)
+    if app_id is not None:
+        assert app_id == app_id.strip()
+        assert app_id
+    if isinstance(request, Forced):
+        assert app_id, "a forced refresh always names its app"
 
 
 class _Context:
@@ -526,7 +528,7 @@ def test_a_bad_registry_fails_the_run_with_a_registry_error(
     service = moto.service({})
     service.registry._read = lambda: text  # type: ignore[method-assign]
     try:
-        outcomes = service.run(RefreshRequest(app_id=APP, force=True))
+        outcomes = service.run(Forced(APP))
     except RefresherError as exc:
         _no_leak(str(exc) + moto.logs.text, secret)
         assert Snapshot.of(moto.record()) == before
@@ -552,7 +554,7 @@ def test_any_wechat_reply_is_stored_whole_or_refused_cleanly(
     moto.wechat.reply = reply
     service = moto.service({APP: {"secret": secret}})
 
-    [outcome] = service.run(RefreshRequest(app_id=APP, force=True))
+    [outcome] = service.run(Forced(APP))
 
     record = moto.record()
     assert record.lease_owner is None, "the lease is always released"
@@ -560,14 +562,14 @@ def test_any_wechat_reply_is_stored_whole_or_refused_cleanly(
     note_event(f"{outcome.outcome} {(outcome.error or {}).get('code', '')}")
     if expected is not None:
         value, life = expected
-        assert outcome.outcome == REFRESHED, outcome.error
+        assert outcome.outcome == Status.REFRESHED, outcome.error
         assert record.value == value
         assert record.version == before.version + 1
         assert record.expires_at == START + min(int(life), MAX_EXPIRES_IN) - SKEW
         assert record.is_valid(moto.clock.now())
-        assert record.previous_value == GOOD
+        assert record.previous_fingerprint == fingerprint(GOOD)
     else:
-        assert outcome.outcome == FAILED
+        assert outcome.outcome == Status.FAILED
         assert outcome.error is not None
         code = outcome.error["code"]
         assert code in OWN_CODES or code.lstrip("-").isdigit(), f"raw error {code}"
@@ -608,8 +610,8 @@ def test_the_simulators_faults_are_clean_failures(moto: MotoWorld, fault: dict[s
         clock=moto.clock.now,
         http=httpx.Client(transport=sim.transport()),
     )
-    [outcome] = service.run(RefreshRequest(app_id=APP, force=True))
-    assert outcome.outcome == FAILED
+    [outcome] = service.run(Forced(APP))
+    assert outcome.outcome == Status.FAILED
     assert outcome.error is not None
     assert outcome.error["code"] in OWN_CODES | {"40125", "-1"}
     assert Snapshot.of(moto.record()) == before
@@ -690,9 +692,9 @@ def test_a_life_shorter_than_the_skew_never_replaces_a_good_token(
         200, json.dumps({"access_token": "TKshortlived0001", "expires_in": life}).encode()
     )
     service = moto.service({APP: {"secret": "SEKRITshortlife00001"}})
-    [outcome] = service.run(RefreshRequest(app_id=APP, force=True))
+    [outcome] = service.run(Forced(APP))
     record = moto.record()
-    if outcome.outcome == REFRESHED:
+    if outcome.outcome == Status.REFRESHED:
         assert record.is_valid(moto.clock.now()), "stored an already-expired token"
     else:
         assert Snapshot.of(record) == before

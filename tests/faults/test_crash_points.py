@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from token_refresher.events import RefreshRequest
-from token_refresher.service import FAILED, LEASE_HELD, NOT_DUE, REFRESHED
+from token_refresher.outcome import Status
+from token_refresher.triggers import Forced, Passive, Scheduled
 from wechat_token import WeChatClient
 
 from simulator import CLASSIC_TOKEN
@@ -37,8 +37,8 @@ class LambdaTimeout(BaseException):
 
 
 def seeded(world: World) -> Snapshot:
-    [outcome] = world.refresher(seed=99).service.run(RefreshRequest())
-    assert outcome.outcome == REFRESHED
+    [outcome] = world.refresher(seed=99).service.run(Scheduled())
+    assert outcome.outcome == Status.REFRESHED
     # Past force_min_interval_seconds: a forced refresh of a token this young is refused.
     world.clock.advance(600)
     return Snapshot.of(world.record())
@@ -89,7 +89,7 @@ class Consumers:
         self.step = 20.0  # seconds between ticks
 
     def _passive(self, app_id: str, kind: str, stale: str, errcode: int | None) -> str:
-        request = RefreshRequest(app_id=app_id, kind=kind, stale_token=stale, errcode=errcode)
+        request = Passive(app_id=app_id, kind=kind, stale=stale, errcode=errcode)
         [outcome] = self.refresher.service.run(request)
         self.passive_outcomes.append(outcome.outcome)
         return outcome.outcome
@@ -140,17 +140,17 @@ def test_an_exception_between_fetch_and_write_keeps_the_token_and_frees_the_leas
     crashing = world.refresher(seed=1)
     lost = crash_after_fetch(crashing, RuntimeError("bug between fetch and write"))
 
-    [outcome] = crashing.service.run(RefreshRequest())
+    [outcome] = crashing.service.run(Scheduled())
 
-    assert outcome.outcome == FAILED
+    assert outcome.outcome == Status.FAILED
     assert lost == [world.sim.current_token(APP)], "WeChat issued a token nobody stored"
     record = world.record()
     assert Snapshot.of(record) == before
     assert record.lease_owner is None, "the lease was released on the way out"
     assert world.sim.token_status(before.value or "") == 0, "the old token is in its grace"
     # The next run does not wait for any lease.
-    [again] = world.refresher(seed=2).service.run(RefreshRequest())
-    assert again.outcome == REFRESHED
+    [again] = world.refresher(seed=2).service.run(Scheduled())
+    assert again.outcome == Status.REFRESHED
     after = world.record()
     world.assert_whole(after)
     assert after.value == world.sim.current_token(APP)
@@ -167,8 +167,8 @@ def test_an_exception_raised_by_the_write_itself_changes_nothing(
         raise RuntimeError("the process died inside store.write, before the request")
 
     monkeypatch.setattr(refresher.service.store, "write", broken_write)
-    [outcome] = refresher.service.run(RefreshRequest(app_id=APP, force=True))
-    assert outcome.outcome == FAILED
+    [outcome] = refresher.service.run(Forced(APP))
+    assert outcome.outcome == Status.FAILED
     record = world.record()
     assert Snapshot.of(record) == before
     assert record.lease_owner is None
@@ -184,7 +184,7 @@ def test_a_lambda_timeout_between_fetch_and_write_is_invisible_to_consumers(
     lost = crash_after_fetch(crashing, LambdaTimeout())
 
     with pytest.raises(LambdaTimeout):
-        crashing.service.run(RefreshRequest())
+        crashing.service.run(Scheduled())
 
     record = world.record()
     assert Snapshot.of(record) == before
@@ -194,7 +194,7 @@ def test_a_lambda_timeout_between_fetch_and_write_is_invisible_to_consumers(
     # 40001 triggers one passive refresh and the call is retried with the new token.
     consumers.run_for(15 * 60)
     assert consumers.failures == []
-    assert consumers.passive_outcomes == [REFRESHED]
+    assert consumers.passive_outcomes == [Status.REFRESHED]
     # Without passive refresh a reader only lags by its cache, well inside WeChat's grace.
     assert consumers.longest_bare_exposure() <= consumers.bare.cache_seconds + consumers.step
     after = world.record()
@@ -209,10 +209,10 @@ def test_the_next_scheduled_run_repairs_a_lost_token_without_any_consumer(
     world.clock.advance(HOUR)
     crash_after_fetch(crashing := world.refresher(seed=1), LambdaTimeout())
     with pytest.raises(LambdaTimeout):
-        crashing.service.run(RefreshRequest())
+        crashing.service.run(Scheduled())
     # Lambda retries a failed scheduled invocation: the retry replaces the token at once.
-    [retry] = world.refresher(seed=2).service.run(RefreshRequest())
-    assert retry.outcome == REFRESHED
+    [retry] = world.refresher(seed=2).service.run(Scheduled())
+    assert retry.outcome == Status.REFRESHED
     record = world.record()
     world.assert_whole(record)
     assert record.value == world.sim.current_token(APP)
@@ -224,9 +224,9 @@ def test_the_write_releases_the_lease_in_the_same_request(world: World) -> None:
     world.clock.advance(HOUR)
     refresher = world.refresher(seed=1)
 
-    [outcome] = refresher.service.run(RefreshRequest())
+    [outcome] = refresher.service.run(Scheduled())
 
-    assert outcome.outcome == REFRESHED
+    assert outcome.outcome == Status.REFRESHED
     steps = refresher.faults.steps()
     assert steps[steps.index("write") :] == ["write"], "no separate release after the write"
     assert "release" not in steps
@@ -249,7 +249,7 @@ def test_a_crash_right_after_the_write_leaves_no_lease_behind(
 
     monkeypatch.setattr(refresher.service.store, "write", write_then_die)
     with pytest.raises(LambdaTimeout):
-        refresher.service.run(RefreshRequest())
+        refresher.service.run(Scheduled())
 
     record = world.record()
     world.assert_whole(record)
@@ -257,8 +257,8 @@ def test_a_crash_right_after_the_write_leaves_no_lease_behind(
     assert record.value == world.sim.current_token(APP)
     assert record.lease_owner is None, "nothing was left to release"
     calls = world.sim.calls(CLASSIC_TOKEN, APP)
-    [later] = world.refresher(seed=2).service.run(RefreshRequest())
-    assert later.outcome == NOT_DUE
+    [later] = world.refresher(seed=2).service.run(Scheduled())
+    assert later.outcome == Status.NOT_DUE
     assert world.sim.calls(CLASSIC_TOKEN, APP) == calls
 
 
@@ -268,7 +268,7 @@ _CHILD = textwrap.dedent(
     """
     import os, sys, time
     from local_aws import LocalTable
-    from token_refresher.events import RefreshRequest
+    from token_refresher.triggers import Scheduled, Forced, Passive
     from tests.faults.faultlib import APP, refresher
 
     now = float(os.environ["FAULT_NOW"])
@@ -284,7 +284,7 @@ _CHILD = textwrap.dedent(
         return fetched
 
     api.fetch_token = fetch
-    child.service.run(RefreshRequest(app_id=APP, force=True))
+    child.service.run(Forced(APP))
     print("NOT KILLED", flush=True)
     """
 )
@@ -351,16 +351,16 @@ def test_a_killed_refresher_process_leaves_a_lease_that_expires(world: World) ->
     consumers = Consumers(world, successor)
     calls = world.sim.calls(CLASSIC_TOKEN, APP)
     consumers.run_for(lease_seconds - 20)
-    for request in (RefreshRequest(), RefreshRequest(app_id=APP, force=True)):
+    for request in (Scheduled(), Forced(APP)):
         [held] = successor.service.run(request)
-        assert held.outcome == LEASE_HELD
+        assert held.outcome == Status.LEASE_HELD
     assert world.sim.calls(CLASSIC_TOKEN, APP) == calls
     assert world.sim.token_status(before.value or "") == 0
 
     # Once the lease has ended, the next run takes it over and stores a token WeChat takes.
     world.clock.set(killed_at + lease_seconds + 1)
-    [taken] = successor.service.run(RefreshRequest())
-    assert taken.outcome == REFRESHED
+    [taken] = successor.service.run(Scheduled())
+    assert taken.outcome == Status.REFRESHED
     after = world.record()
     world.assert_whole(after)
     assert after.value == world.sim.current_token(APP)

@@ -15,12 +15,13 @@ from collections.abc import Callable
 
 import pytest
 from botocore.config import Config
-from token_refresher.events import RefreshRequest
-from token_refresher.service import FAILED, LEASE_HELD, NOT_DUE, REFRESHED, Outcome
+from token_refresher.outcome import Status
+from token_refresher.service import Outcome
 from token_refresher.token_store import TokenStore
+from token_refresher.triggers import Forced, Scheduled
 from token_refresher.wiring import AWS_CONFIG
 from wechat_token import TokenError, TokenReader, TokenStoreError
-from wechat_token.record import fingerprint
+from wechat_token.record import CredentialKey, fingerprint
 
 from simulator import CLASSIC_TOKEN
 from tests.faults.faultlib import (
@@ -46,13 +47,13 @@ TRANSIENT = (
     "connect_timeout",
 )
 ATTEMPTS = total_attempts(AWS_CONFIG)
-FORCE = RefreshRequest(app_id=APP, force=True)
+FORCE = Forced(APP)
 
 
 def seeded(world: World) -> Snapshot:
     """Store version 1 with a fault-free refresher; the snapshot of what is stored."""
-    [outcome] = world.refresher(seed=99).service.run(RefreshRequest())
-    assert outcome.outcome == REFRESHED
+    [outcome] = world.refresher(seed=99).service.run(Scheduled())
+    assert outcome.outcome == Status.REFRESHED
     # Past force_min_interval_seconds: a forced refresh of a token this young is refused.
     world.clock.advance(600)
     return Snapshot.of(world.record())
@@ -92,7 +93,7 @@ def test_transient_faults_are_retried_and_the_refresh_succeeds(
 
     [outcome] = refresher.service.run(FORCE)
 
-    assert outcome.outcome == REFRESHED, outcome.error
+    assert outcome.outcome == Status.REFRESHED, outcome.error
     assert refresher.faults.attempts(step) == 3, refresher.faults.log
     assert len(botocore_sleeps) == 2, "botocore backed off before each retry"
     assert all(0 <= pause <= 20 for pause in botocore_sleeps)
@@ -100,7 +101,7 @@ def test_transient_faults_are_retried_and_the_refresh_succeeds(
     world.assert_whole(record)
     assert record.version == before.version + 1
     assert record.value == world.sim.current_token(APP)
-    assert record.previous_value == before.value
+    assert record.previous_fingerprint == before.fingerprint()
     assert record.lease_owner is None
     assert world.sim.calls(CLASSIC_TOKEN, APP) == 2, "DynamoDB retries never re-call WeChat"
     no_secret(outcome, caplog)
@@ -131,7 +132,7 @@ def test_persistent_faults_exhaust_the_attempts_and_change_nothing(
 
     [outcome] = refresher.service.run(FORCE)
 
-    assert outcome.outcome == FAILED
+    assert outcome.outcome == Status.FAILED
     assert refresher.faults.attempts(step) == ATTEMPTS, "bounded by botocore's standard mode"
     assert len(botocore_sleeps) == ATTEMPTS - 1
     record = world.record()
@@ -144,7 +145,7 @@ def test_persistent_faults_exhaust_the_attempts_and_change_nothing(
     # The next run, with DynamoDB healthy again, replaces the token at once.
     refresher.faults.clear()
     [again] = refresher.service.run(FORCE)
-    assert again.outcome == REFRESHED
+    assert again.outcome == Status.REFRESHED
     assert world.record().version == before.version + 1
 
 
@@ -158,7 +159,7 @@ def test_readers_only_ever_see_whole_records_while_writes_are_throttled(
             refresher.faults.add("write", TRANSIENT[round_number % len(TRANSIENT)], times=2)
             refresher.faults.add("lease", "throttling", times=1)
             [outcome] = refresher.service.run(FORCE)
-            assert outcome.outcome == REFRESHED
+            assert outcome.outcome == Status.REFRESHED
             world.clock.advance(600)
     assert len(watcher.records) > 0
     for record in watcher.records:
@@ -179,7 +180,7 @@ def test_a_failed_error_record_leaves_a_lease_that_expires(
 
     [outcome] = refresher.service.run(FORCE)
 
-    assert outcome.outcome == FAILED
+    assert outcome.outcome == Status.FAILED
     stuck = world.record()
     assert Snapshot.of(stuck) == before
     assert stuck.lease_owner is not None
@@ -188,13 +189,13 @@ def test_a_failed_error_record_leaves_a_lease_that_expires(
     other = world.refresher(seed=5)
     calls = world.sim.calls(CLASSIC_TOKEN, APP)
     world.clock.advance(refresher.service.settings.lease_seconds - 1)
-    assert [o.outcome for o in other.service.run(FORCE)] == [LEASE_HELD]
+    assert [o.outcome for o in other.service.run(FORCE)] == [Status.LEASE_HELD]
     assert world.sim.calls(CLASSIC_TOKEN, APP) == calls
     assert world.reader().get(APP) == before.value
     # Then it expires by itself and the next run takes over.
     world.clock.advance(2)
     [taken] = other.service.run(FORCE)
-    assert taken.outcome == REFRESHED
+    assert taken.outcome == Status.REFRESHED
     after = world.record()
     world.assert_whole(after)
     assert after.value == world.sim.current_token(APP)
@@ -234,8 +235,8 @@ def test_a_lease_taken_over_while_fetching_fences_the_late_write(
     with RecordWatcher(world.table.dynamodb, world.table.name) as watcher:
         [outcome] = a.service.run(FORCE)
 
-    assert b_outcomes == [REFRESHED]
-    assert outcome.outcome == FAILED
+    assert b_outcomes == [Status.REFRESHED]
+    assert outcome.outcome == Status.FAILED
     assert outcome.error is not None
     assert outcome.error["code"] == "conflict"
     record = world.record()
@@ -265,8 +266,8 @@ def test_the_version_moving_on_between_lease_and_write_refuses_the_write(
 
     [outcome] = a.service.run(FORCE)
 
-    assert b_outcomes == [REFRESHED]
-    assert outcome.outcome == FAILED
+    assert b_outcomes == [Status.REFRESHED]
+    assert outcome.outcome == Status.FAILED
     assert outcome.error is not None
     assert outcome.error["code"] == "conflict"
     assert SECRET not in outcome.error["message"]
@@ -285,7 +286,7 @@ def test_an_injected_condition_failure_on_the_lease_means_someone_else_refreshes
     refresher = world.refresher()
     refresher.faults.add("lease", "condition_failed")
     [outcome] = refresher.service.run(FORCE)
-    assert outcome.outcome == LEASE_HELD
+    assert outcome.outcome == Status.LEASE_HELD
     assert refresher.faults.attempts("lease") == 1, "a failed condition is not retried"
     assert world.sim.calls(CLASSIC_TOKEN, APP) == calls
     assert Snapshot.of(world.record()) == before
@@ -298,7 +299,7 @@ def test_an_injected_condition_failure_on_the_write_is_a_conflict(
     refresher = world.refresher()
     refresher.faults.add("write", "condition_failed")
     [outcome] = refresher.service.run(FORCE)
-    assert outcome.outcome == FAILED
+    assert outcome.outcome == Status.FAILED
     assert outcome.error is not None
     assert outcome.error["code"] == "conflict"
     assert refresher.faults.attempts("write") == 1
@@ -324,8 +325,8 @@ def test_a_write_that_landed_but_timed_out_leaves_one_whole_record(
     assert record.lease_owner is None
     assert watcher.distinct() <= {before, Snapshot.of(record)}
     # Nothing is left to do: the next scheduled run finds the token fresh.
-    [later] = world.refresher(seed=4).service.run(RefreshRequest())
-    assert later.outcome == NOT_DUE
+    [later] = world.refresher(seed=4).service.run(Scheduled())
+    assert later.outcome == Status.NOT_DUE
 
 
 def test_a_write_that_landed_but_timed_out_is_reported_as_refreshed(
@@ -335,7 +336,7 @@ def test_a_write_that_landed_but_timed_out_is_reported_as_refreshed(
     refresher = world.refresher()
     refresher.faults.add("write", "land_then_timeout")
     [outcome] = refresher.service.run(FORCE)
-    assert outcome.outcome == REFRESHED, outcome.error
+    assert outcome.outcome == Status.REFRESHED, outcome.error
 
 
 def test_a_lease_that_landed_but_timed_out_expires_and_is_taken_over(
@@ -345,15 +346,15 @@ def test_a_lease_that_landed_but_timed_out_expires_and_is_taken_over(
     refresher = world.refresher()
     refresher.faults.add("lease", "land_then_timeout")
     [outcome] = refresher.service.run(FORCE)
-    assert outcome.outcome in (REFRESHED, LEASE_HELD)
+    assert outcome.outcome in (Status.REFRESHED, Status.LEASE_HELD)
     record = world.record()
-    if outcome.outcome == LEASE_HELD:
+    if outcome.outcome == Status.LEASE_HELD:
         # Our own lease, taken on the lost attempt, blocks us until it ends; never longer.
         assert Snapshot.of(record) == before
         assert record.lease_owner is not None
         world.clock.advance(refresher.service.settings.lease_seconds + 1)
         [outcome] = refresher.service.run(FORCE)
-        assert outcome.outcome == REFRESHED
+        assert outcome.outcome == Status.REFRESHED
         record = world.record()
     world.assert_whole(record)
     assert record.version == before.version + 1
@@ -367,7 +368,7 @@ def test_a_lease_that_landed_but_timed_out_does_not_block_the_refresh(
     refresher = world.refresher()
     refresher.faults.add("lease", "land_then_timeout")
     [outcome] = refresher.service.run(FORCE)
-    assert outcome.outcome == REFRESHED
+    assert outcome.outcome == Status.REFRESHED
 
 
 def test_a_count_that_landed_but_timed_out_only_overcounts(
@@ -378,7 +379,7 @@ def test_a_count_that_landed_but_timed_out_only_overcounts(
     refresher = world.refresher()
     refresher.faults.add("count", "land_then_timeout")
     [outcome] = refresher.service.run(FORCE)
-    assert outcome.outcome == REFRESHED
+    assert outcome.outcome == Status.REFRESHED
     record = world.record()
     world.assert_whole(record)
     assert record.version == before.version + 1
@@ -429,7 +430,7 @@ def test_store_errors_on_the_refreshers_read_are_reported_without_secrets(
     refresher = world.refresher()
     refresher.faults.add("read", "internal_server_error", times=None)
     [outcome] = refresher.service.run(FORCE)
-    assert outcome.outcome == FAILED
+    assert outcome.outcome == Status.FAILED
     no_secret(outcome, caplog)
     record = world.record()
     assert world.reader().get(APP) == record.value
@@ -449,8 +450,11 @@ def test_a_dynamodb_that_hangs_is_a_bounded_failure(
             config=fast,
         )
         [outcome] = hung.service.run(FORCE)
-        assert outcome.outcome == FAILED
+        assert outcome.outcome == Status.FAILED
         assert hole.connections == total_attempts(fast), "each attempt was a real connection"
     assert len(botocore_sleeps) == total_attempts(fast) - 1
     assert world.sim.calls(CLASSIC_TOKEN, APP) == 0
-    assert TokenStore(world.table.dynamodb, world.table.name).read(APP, "access_token") is None
+    assert (
+        TokenStore(world.table.dynamodb, world.table.name).find(CredentialKey(APP, "access_token"))
+        is None
+    )

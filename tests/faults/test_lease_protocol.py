@@ -36,7 +36,7 @@ from moto import mock_aws
 from token_refresher.errors import StoreConflictError
 from token_refresher.settings import Settings
 from token_refresher.token_store import NewValue, TokenStore
-from wechat_token.record import ACCESS_TOKEN, CredentialRecord
+from wechat_token.record import ACCESS_TOKEN, CredentialKey, CredentialRecord
 
 from local_aws.resources import create_token_table
 from tests.faults.faultlib import START, USABLE_LIFE
@@ -116,7 +116,9 @@ class LeaseProtocol(RuleBasedStateMachine):
     # -- helpers ---------------------------------------------------------------------------
 
     def record(self) -> CredentialRecord:
-        return self.store.read(self.app_id, ACCESS_TOKEN) or CredentialRecord(self.app_id)
+        return self.store.find(CredentialKey(self.app_id, ACCESS_TOKEN)) or CredentialRecord(
+            self.app_id
+        )
 
     def ready(self, condition: Callable[[Lambda], bool]) -> list[str]:
         return [name for name, lam in self.lambdas.items() if condition(lam)]

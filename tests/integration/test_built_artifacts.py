@@ -28,7 +28,8 @@ from scripts.local_invoke import (
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / ".aws-sam" / "build"
 LOCAL_INVOKE = ROOT / "scripts" / "local_invoke.py"
-FUNCTIONS = ("RefresherFunction", "ExampleConsumerFunction")
+FUNCTIONS = ("RefresherFunction", "PassiveRefreshFunction", "ExampleConsumerFunction")
+EVENTS = ROOT / "events"
 RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
 
 
@@ -78,13 +79,28 @@ def _run_like_lambda(
     return report
 
 
-def test_build_holds_both_functions_and_the_layer(build_dir: Path, layer_python: Path) -> None:
+def test_build_holds_every_function_and_the_layer(build_dir: Path, layer_python: Path) -> None:
     for function_id in FUNCTIONS:
         assert (build_dir / function_id).is_dir(), function_id
     assert (layer_python / "wechat_token" / "__init__.py").is_file()
     assert (layer_python / "wechat_token" / "record.py").is_file()
     built = load_template(build_dir / "template.yaml")["Resources"]
     assert built["WeChatTokenLayer"]["Properties"]["ContentUri"] == "WeChatTokenLayer"
+
+
+def test_built_layer_holds_no_cli_code(layer_python: Path) -> None:
+    # The operators' CLI is the wechat_token_ops package (pip install ".[cli]"), never the
+    # layer's: no command-line module, no CLI package, no rich, and nothing importing them.
+    package = layer_python / "wechat_token"
+    assert not (package / "cli.py").exists()
+    assert not (package / "__main__.py").exists()
+    assert not list(layer_python.rglob("wechat_token_ops"))
+    assert not (layer_python / "rich").exists()
+    for source in package.rglob("*.py"):
+        text = source.read_text()
+        for module in ("wechat_token_ops", "rich"):
+            assert f"import {module}" not in text, source
+            assert f"from {module}" not in text, source
 
 
 def test_refresher_build_vendors_httpx(build_dir: Path) -> None:
@@ -95,19 +111,23 @@ def test_refresher_build_vendors_httpx(build_dir: Path) -> None:
 def test_function_imports_like_in_lambda(
     build_dir: Path, layer_python: Path, function_id: str
 ) -> None:
+    handler = resolve_function(
+        load_template(build_dir / "template.yaml"), build_dir, function_id
+    ).handler
+    module, name = handler.rsplit(".", 1)
     loaded = _run_like_lambda(
         build_dir,
         function_id,
         layer_python,
-        """
-        import app
+        f"""
+        import {module} as app
         names = ("wechat_token", "httpx")
-        modules = {n: getattr(sys.modules.get(n), "__file__", None) for n in names}
-        print(json.dumps({
+        modules = {{n: getattr(sys.modules.get(n), "__file__", None) for n in names}}
+        print(json.dumps({{
             "app": app.__file__,
-            "handler": callable(getattr(app, "lambda_handler", None)),
+            "handler": callable(getattr(app, {name!r}, None)),
             "modules": modules,
-        }))
+        }}))
         """,
     )
     code_dir = str(build_dir.resolve() / function_id)
@@ -157,6 +177,28 @@ def test_built_refresher_runs_under_the_local_runner(build_dir: Path) -> None:
     assert result.returncode == 1
     assert result.error is not None
     assert not result.error["errorType"].startswith("Runtime."), result.payload
+
+
+def test_built_passive_function_runs_events_passive_json_under_the_local_runner(
+    build_dir: Path,
+) -> None:
+    """PassiveRefreshFunction's handler is found and takes events/passive.json: whatever it
+    answers with AWS unreachable, it is the handler's answer, not the runtime's."""
+    spec = resolve_function(
+        load_template(build_dir / "template.yaml"), build_dir, "PassiveRefreshFunction"
+    )
+    assert spec.handler == "app.passive_handler"
+    assert spec.code_dir.name == "PassiveRefreshFunction"
+    assert spec.timeout == 60
+    env = load_env_overrides(EVENTS / "env.json", "PassiveRefreshFunction")
+    # Nothing listens there: no local AWS, no WeChat.
+    env |= {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "WECHAT_API_BASE_URL": "http://127.0.0.1:9"}
+    event = json.loads((EVENTS / "passive.json").read_text())
+    result = invoke("PassiveRefreshFunction", event, env, build_dir=build_dir, timeout=30)
+    if result.error is not None:
+        assert not result.error["errorType"].startswith(("Runtime.", "Sandbox.")), result.payload
+    else:
+        assert isinstance(result.payload, dict), result.stdout
 
 
 # --------------------------------------------------------------------------- the runner itself
@@ -373,6 +415,56 @@ def test_runner_rejects_unknown_functions_and_missing_builds(
         invoke("NoSuchFunction", {}, {}, build_dir=fake_build)
     with pytest.raises(LocalInvokeError, match="make build"):
         invoke("EchoFunction", {}, {}, build_dir=tmp_path / "nowhere")
+
+
+def test_templates_load_with_cfn_lints_loader(tmp_path: Path) -> None:
+    """Short tags become CloudFormation's long form, values plain Python, dates strings."""
+    path = tmp_path / "template.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            AWSTemplateFormatVersion: 2010-09-09
+            Conditions:
+              IsOn: !Equals [!Ref Mode, "on"]
+            Resources:
+              Thing:
+                Type: AWS::Serverless::Function
+                Condition: IsOn
+                Properties:
+                  Arn: !GetAtt Other.Arn
+                  Sub: !Sub "${AWS::Region}-x"
+                  Joined: !Join [",", [a, !Ref Mode]]
+                  Picked: !If [IsOn, "yes", !Ref AWS::NoValue]
+                  Number: 60
+                  Flag: true
+            """
+        )
+    )
+    template = load_template(path)
+    assert template["AWSTemplateFormatVersion"] == "2010-09-09"
+    assert template["Conditions"] == {"IsOn": {"Fn::Equals": [{"Ref": "Mode"}, "on"]}}
+    props = template["Resources"]["Thing"]["Properties"]
+    assert props == {
+        "Arn": {"Fn::GetAtt": ["Other", "Arn"]},
+        "Sub": {"Fn::Sub": "${AWS::Region}-x"},
+        "Joined": {"Fn::Join": [",", ["a", {"Ref": "Mode"}]]},
+        "Picked": {"Fn::If": ["IsOn", "yes", {"Ref": "AWS::NoValue"}]},
+        "Number": 60,
+        "Flag": True,
+    }
+    # Plain types, not the loader's node classes.
+    assert type(props) is dict
+    assert type(props["Sub"]["Fn::Sub"]) is str
+    assert type(props["Joined"]["Fn::Join"]) is list
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("Resources: [unclosed\n")
+    with pytest.raises(LocalInvokeError, match="cannot be parsed"):
+        load_template(broken)
+    not_cfn = tmp_path / "plain.yaml"
+    not_cfn.write_text("just: a mapping\n")
+    with pytest.raises(LocalInvokeError, match="no Resources"):
+        load_template(not_cfn)
 
 
 def test_env_file_sections_override_like_sam(tmp_path: Path) -> None:

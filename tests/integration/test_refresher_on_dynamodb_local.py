@@ -8,11 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from token_refresher.errors import BudgetExhaustedError, StoreConflictError
-from token_refresher.events import RefreshRequest
-from token_refresher.service import LEASE_HELD, NOT_DUE, REFRESHED, RefreshService
+from token_refresher.outcome import Status
+from token_refresher.service import RefreshService
 from token_refresher.token_store import NewValue, TokenStore
+from token_refresher.triggers import Forced, Scheduled
 from wechat_token import TokenReader
-from wechat_token.record import CredentialRecord
+from wechat_token.record import CredentialKey, CredentialRecord
 
 from local_aws import LocalTable
 from simulator import CLASSIC_TOKEN, ManualClock, SimulatorServer, WeChatSimulator
@@ -77,7 +78,7 @@ def test_the_write_is_fenced_by_version_and_lease(token_table: LocalTable) -> No
     assert store.acquire_lease(APP, "access_token", "c", START + 100, START + 190) is not None
     with pytest.raises(StoreConflictError, match="taken over"):
         store.write(APP, "access_token", "b", 1, NewValue("LATE", 0, 0, "x", 0), stored)
-    after = store.read(APP, "access_token")
+    after = store.find(CredentialKey(APP, "access_token"))
     assert after is not None
     assert (after.value, after.version) == ("V1", 1)
 
@@ -102,14 +103,14 @@ def test_two_refreshers_racing_make_exactly_one_wechat_call(
 
         def race(service: RefreshService, barrier: threading.Barrier = start) -> str:
             barrier.wait()
-            return service.run(RefreshRequest())[0].outcome
+            return service.run(Scheduled())[0].outcome
 
         with ThreadPoolExecutor(len(racers)) as pool:
             outcomes = sorted(pool.map(race, racers))
         issued = sim.tokens_issued(APP)
         assert issued == round_number, f"round {round_number}: {issued} tokens for {outcomes}"
-        assert outcomes.count(REFRESHED) == 1, outcomes
-        assert set(outcomes) <= {REFRESHED, LEASE_HELD, NOT_DUE}
+        assert outcomes.count(Status.REFRESHED) == 1, outcomes
+        assert set(outcomes) <= {Status.REFRESHED, Status.LEASE_HELD, Status.NOT_DUE}
         # No lost update: what consumers read is WeChat's newest token.
         reader.clear()
         stored = reader.get(APP)
@@ -127,13 +128,15 @@ def test_eight_forced_refreshers_racing_leave_the_newest_token_stored(
 
     def race(service: RefreshService) -> str:
         start.wait()
-        return service.run(RefreshRequest(app_id=APP, force=True))[0].outcome
+        return service.run(Forced(APP))[0].outcome
 
     with ThreadPoolExecutor(len(racers)) as pool:
         outcomes = list(pool.map(race, racers))
     calls = sim.calls(CLASSIC_TOKEN, APP)
-    assert outcomes.count(REFRESHED) == calls, (outcomes, calls)
-    record = TokenStore(token_table.dynamodb, token_table.name).read(APP, "access_token")
+    assert outcomes.count(Status.REFRESHED) == calls, (outcomes, calls)
+    record = TokenStore(token_table.dynamodb, token_table.name).find(
+        CredentialKey(APP, "access_token")
+    )
     assert record is not None
     assert record.value == sim.current_token(APP), "the stored token is WeChat's newest"
     assert record.version == calls

@@ -27,13 +27,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from token_refresher.events import RefreshRequest
 from token_refresher.service import Outcome, RefreshService
 from token_refresher.settings import Settings
 from token_refresher.token_store import TokenStore
+from token_refresher.triggers import Passive
 from token_refresher.wiring import build_service
 from wechat_token import TokenError, TokenReader, WeChatClient
-from wechat_token.record import ACCESS_TOKEN, CredentialRecord
+from wechat_token.record import ACCESS_TOKEN, CredentialKey, CredentialRecord
 
 from local_aws import dynamodb_client
 from simulator import CLASSIC_TOKEN, ManualClock, WeChatSimulator, wechat_day
@@ -384,7 +384,7 @@ class Deployment:
 
     def record(self, app_id: str) -> CredentialRecord:
         store = TokenStore(self._boto3(), self.table)
-        record = store.read(app_id, ACCESS_TOKEN)
+        record = store.find(CredentialKey(app_id, ACCESS_TOKEN))
         assert record is not None, f"no record for {app_id}"
         return record
 
@@ -410,7 +410,7 @@ def passive_refresh(
     report and answer its outcome for the app; each ``Outcome`` is kept in ``outcomes``."""
 
     def ask(app_id: str, kind: str, stale: str, errcode: int | None) -> str:
-        request = RefreshRequest(app_id=app_id, kind=kind, stale_token=stale, errcode=errcode)
+        request = Passive(app_id=app_id, kind=kind, stale=stale, errcode=errcode)
         outcome = service.run(request)[0]
         if outcomes is not None:
             outcomes.append(outcome)

@@ -10,8 +10,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from token_refresher.events import RefreshRequest
-from token_refresher.service import FAILED, LEASE_HELD, REFRESHED, RefreshService
+from token_refresher.outcome import Status
+from token_refresher.service import RefreshService
+from token_refresher.triggers import Forced, Passive, Scheduled, Trigger
 
 from simulator import CLASSIC_TOKEN, wechat_day
 from tests.scenarios.harness import (
@@ -39,9 +40,9 @@ def next_wechat_day(now: float) -> float:
     return t - (t + 8 * 3600) % DAY + 60
 
 
-def outcome_of(service: RefreshService, request: RefreshRequest) -> str:
+def outcome_of(service: RefreshService, request: Trigger) -> str:
     outcome = service.run(request)[0]
-    if outcome.outcome == FAILED:
+    if outcome.outcome == Status.FAILED:
         return f"failed:{(outcome.error or {}).get('code')}"
     return outcome.outcome
 
@@ -54,7 +55,7 @@ def test_a_tight_force_refresh_loop_stops_at_the_daily_budget(deployment: Deploy
         deployment.refresher(seed=i, daily_call_budget=BUDGET, force_min_interval_seconds=0)
         for i in range(4)
     ]
-    force = RefreshRequest(app_id=APP, force=True)
+    force = Forced(APP)
     watch = Stopwatch()
 
     def loop(service: RefreshService) -> Counter[str]:
@@ -83,15 +84,15 @@ def test_a_tight_force_refresh_loop_stops_at_the_daily_budget(deployment: Deploy
     print(figures)
 
     assert today == BUDGET, figures
-    assert outcomes[REFRESHED] == BUDGET, figures
+    assert outcomes[Status.REFRESHED] == BUDGET, figures
     assert outcomes["failed:budget"] == len(callers), figures
-    assert set(outcomes) <= {REFRESHED, LEASE_HELD, "failed:budget"}, figures
+    assert set(outcomes) <= {Status.REFRESHED, Status.LEASE_HELD, "failed:budget"}, figures
     assert sim.calls(CLASSIC_TOKEN, APP, errcode=45009) == 0
     # What is stored is still the newest, working token; the refusal only recorded an error.
     assert record.value == newest
     assert record.calls_count == BUDGET
     assert record.last_error_code == "budget"
-    assert tomorrow == REFRESHED, figures
+    assert tomorrow == Status.REFRESHED, figures
     assert token_calls(sim, APP) == BUDGET + 1
 
 
@@ -100,10 +101,10 @@ def test_a_storm_of_passive_reports_stays_within_the_budget(deployment: Deployme
     clock, sim = deployment.clock, deployment.sim
     refresher = deployment.refresher(daily_call_budget=BUDGET)
     watch = Stopwatch()
-    assert refresher.run(RefreshRequest())[0].outcome == REFRESHED
+    assert refresher.run(Scheduled())[0].outcome == Status.REFRESHED
 
     def report(stale: str) -> str:
-        request = RefreshRequest(app_id=APP, stale_token=stale, errcode=40001)
+        request = Passive(app_id=APP, stale=stale, errcode=40001)
         return outcome_of(refresher, request)
 
     # 100 consumers report the same stale token within a second: one refresh.
@@ -123,7 +124,7 @@ def test_a_storm_of_passive_reports_stays_within_the_budget(deployment: Deployme
     )
     print(figures)
 
-    assert storm[REFRESHED] == 1, figures
+    assert storm[Status.REFRESHED] == 1, figures
     assert after_storm == 2, figures
     assert max(per_day.values()) <= BUDGET, figures
     assert loop["failed:budget"] > 0, figures
@@ -139,12 +140,12 @@ def test_forced_refreshes_in_a_loop_do_not_evict_tokens_consumers_hold(
     deployment.add_app(APP, SECRET)
     clock = deployment.clock
     refresher = deployment.refresher(daily_call_budget=BUDGET)
-    assert refresher.run(RefreshRequest())[0].outcome == REFRESHED
+    assert refresher.run(Scheduled())[0].outcome == Status.REFRESHED
     with Fleet(deployment.consumers(APP, 5)) as fleet:
         fleet.tick()  # every consumer now holds the token for up to 60 s
         for _ in range(3):  # an operator's script, or a retried force, a few seconds apart
             clock.advance(5)
-            refresher.run(RefreshRequest(app_id=APP, force=True))
+            refresher.run(Forced(APP))
         fleet.tick()
     held = deployment.sim.call_log[0].token_fp
     assert not fleet.failures, (

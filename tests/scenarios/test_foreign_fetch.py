@@ -10,8 +10,9 @@ refresh when they use ``WeChatClient``.
 from __future__ import annotations
 
 import pytest
-from token_refresher.events import RefreshRequest
-from token_refresher.service import REFRESHED, Outcome
+from token_refresher.outcome import Status
+from token_refresher.service import Outcome
+from token_refresher.triggers import Scheduled
 
 from simulator import CLASSIC_TOKEN
 from tests.scenarios.harness import (
@@ -47,7 +48,7 @@ def test_the_next_scheduled_run_detects_reports_and_repairs_a_foreign_fetch(
     clock, sim = deployment.clock, deployment.sim
     refresher = deployment.refresher()
     t0 = clock.now()
-    assert refresher.run(RefreshRequest())[0].outcome == REFRESHED
+    assert refresher.run(Scheduled())[0].outcome == Status.REFRESHED
     stolen = deployment.record(APP)
 
     with Fleet(deployment.consumers(APP, 5, boto3_first=True)) as fleet:
@@ -58,9 +59,9 @@ def test_the_next_scheduled_run_detects_reports_and_repairs_a_foreign_fetch(
         damage = fleet.failures
         with CapturedLog(REFRESHER_LOG) as log:
             repaired_at = clock.now()
-            repair = refresher.run(RefreshRequest())[0]
+            repair = refresher.run(Scheduled())[0]
         fleet.run(clock, until=t0 + 2 * HOUR)
-        following = refresher.run(RefreshRequest())[0]
+        following = refresher.run(Scheduled())[0]
         fleet.run(clock, until=t0 + 2 * HOUR + 600)
 
     record = deployment.record(APP)
@@ -78,7 +79,7 @@ def test_the_next_scheduled_run_detects_reports_and_repairs_a_foreign_fetch(
     print(figures)
 
     # Detected and reported.
-    assert repair.outcome == REFRESHED, figures
+    assert repair.outcome == Status.REFRESHED, figures
     assert repair.foreign_rotation is True, figures
     assert repair.as_dict()["foreign_rotation"] is True
     assert warnings, f"no WARNING naming {APP}: {log.messages()}"
@@ -105,7 +106,7 @@ def test_consumers_with_passive_refresh_repair_a_foreign_fetch_at_once(
     reports: list[Outcome] = []
     passive = passive_refresh(refresher, reports)
     t0 = clock.now()
-    assert refresher.run(RefreshRequest())[0].outcome == REFRESHED
+    assert refresher.run(Scheduled())[0].outcome == Status.REFRESHED
     consumers = [with_client(c, passive) for c in deployment.consumers(APP, 5, boto3_first=True)]
 
     with Fleet(consumers) as fleet, CapturedLog(REFRESHER_LOG) as log:
@@ -113,7 +114,7 @@ def test_consumers_with_passive_refresh_repair_a_foreign_fetch_at_once(
         sim.foreign_fetch(APP)
         fleet.run(clock, until=t0 + HOUR)
 
-    repaired = [o for o in reports if o.outcome == REFRESHED]
+    repaired = [o for o in reports if o.outcome == Status.REFRESHED]
     warnings = [m for m in log.messages() if APP in m and "something else fetched" in m]
     rejected = rejected_at_wechat(deployment)
     figures = (

@@ -4,7 +4,7 @@ exactly what a boto3 client answers, so the layer reads the same record either w
 from __future__ import annotations
 
 import pytest
-from token_refresher.events import RefreshRequest
+from token_refresher.triggers import Scheduled
 from wechat_token import TokenNotFoundError, TokenReader, TokenStoreError
 from wechat_token.record import ACCESS_TOKEN
 
@@ -19,9 +19,9 @@ APP = "wxharness00000001"
 def test_wire_client_answers_like_boto3(deployment: Deployment) -> None:
     deployment.add_app(APP, "harness-secret-0123456789")
     refresher = deployment.refresher()
-    refresher.run(RefreshRequest())
+    refresher.run(Scheduled())
     deployment.clock.advance(3600)
-    refresher.run(RefreshRequest())  # a record with a previous value, counters, history
+    refresher.run(Scheduled())  # a record with a previous value, counters, history
     boto3 = dynamodb_client(deployment.endpoint_url)
     wire = WireDynamoDB(deployment.endpoint_url)
     try:

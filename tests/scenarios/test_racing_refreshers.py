@@ -15,8 +15,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from token_refresher.events import RefreshRequest
-from token_refresher.service import LEASE_HELD, NOT_DUE, REFRESHED, RefreshService
+from token_refresher.outcome import Status
+from token_refresher.service import RefreshService
+from token_refresher.triggers import Scheduled
 
 from simulator import CLASSIC_TOKEN
 from tests.scenarios.harness import (
@@ -55,7 +56,7 @@ def test_racing_refreshers_never_evict_a_token_consumers_hold(deployment: Deploy
 
         def one(service: RefreshService) -> str:
             start.wait()
-            return service.run(RefreshRequest())[0].outcome
+            return service.run(Scheduled())[0].outcome
 
         with ThreadPoolExecutor(len(racers)) as pool:
             return list(pool.map(one, racers))
@@ -64,11 +65,11 @@ def test_racing_refreshers_never_evict_a_token_consumers_hold(deployment: Deploy
         for hour in range(HOURS):
             this_hour = race()
             outcomes.update(this_hour)
-            if this_hour.count(REFRESHED) != 1:
+            if this_hour.count(Status.REFRESHED) != 1:
                 hours_without_one_refresh.append((hour, this_hour))
             fleet.run(clock, until=t0 + hour * HOUR + 60)
             # Lambda retries the async invocation a minute later (the first one "timed out").
-            late_retries[racers[hour % 3].run(RefreshRequest())[0].outcome] += 1
+            late_retries[racers[hour % 3].run(Scheduled())[0].outcome] += 1
             fleet.run(clock, until=t0 + (hour + 1) * HOUR)
 
     per_day = token_calls_by_day(sim, APP)
@@ -83,8 +84,8 @@ def test_racing_refreshers_never_evict_a_token_consumers_hold(deployment: Deploy
     print(figures)
 
     assert not hours_without_one_refresh, f"{hours_without_one_refresh}; {figures}"
-    assert set(outcomes) <= {REFRESHED, LEASE_HELD, NOT_DUE}, figures
-    assert late_retries == Counter({NOT_DUE: HOURS}), figures
+    assert set(outcomes) <= {Status.REFRESHED, Status.LEASE_HELD, Status.NOT_DUE}, figures
+    assert late_retries == Counter({Status.NOT_DUE: HOURS}), figures
     assert sum(per_day.values()) == HOURS == sim.tokens_issued(APP), figures
     assert not fleet.failures, f"{fleet.errors()[:3]}; {figures}"
     assert rejected == 0, figures

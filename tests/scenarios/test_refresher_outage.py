@@ -10,8 +10,8 @@ import time
 from typing import Any
 
 import pytest
-from token_refresher.events import RefreshRequest
-from token_refresher.service import FAILED, REFRESHED
+from token_refresher.outcome import Status
+from token_refresher.triggers import Scheduled
 
 from simulator import CLASSIC_TOKEN, WeChatSimulator
 from tests.scenarios.harness import (
@@ -60,8 +60,8 @@ def test_hours_of_refresh_failures_leave_the_stored_token_alone(deployment: Depl
     watch = Stopwatch()
     t0 = clock.now()
 
-    initial = refresher.run(RefreshRequest())[0]
-    assert initial.outcome == REFRESHED, initial
+    initial = refresher.run(Scheduled())[0]
+    assert initial.outcome == Status.REFRESHED, initial
     good = deployment.record(APP)
     assert good.expires_at is not None
     damage: list[str] = []
@@ -74,7 +74,7 @@ def test_hours_of_refresh_failures_leave_the_stored_token_alone(deployment: Depl
                 options = dict(fault)
                 sim.add_fault(options.pop("kind"), endpoint=CLASSIC_TOKEN, appid=APP, **options)
             calls_before = token_calls(sim, APP)
-            outcome = refresher.run(RefreshRequest())[0]
+            outcome = refresher.run(Scheduled())[0]
             sim.clear_faults()
             seen = wechat_saw(sim, calls_before + outcome.wechat_calls) - calls_before
             failed_runs[run] = ((outcome.error or {}).get("code"), seen)
@@ -84,7 +84,7 @@ def test_hours_of_refresh_failures_leave_the_stored_token_alone(deployment: Depl
                     f"{outcome.wechat_calls}"
                 )
             record = deployment.record(APP)
-            if outcome.outcome != FAILED or failed_runs[run][0] != code:
+            if outcome.outcome != Status.FAILED or failed_runs[run][0] != code:
                 damage.append(f"run {run}: expected failure {code}, got {outcome.as_dict()}")
             if (record.value, record.version, record.expires_at, record.fetched_at) != (
                 good.value,
@@ -100,7 +100,7 @@ def test_hours_of_refresh_failures_leave_the_stored_token_alone(deployment: Depl
             fleet.run(clock, until=t0 + (run + 1) * HOUR)
 
         recovered_at = clock.now()
-        recovery = refresher.run(RefreshRequest())[0]
+        recovery = refresher.run(Scheduled())[0]
         fleet.run(clock, until=recovered_at + HOUR)
 
     restored = deployment.record(APP)
@@ -120,7 +120,7 @@ def test_hours_of_refresh_failures_leave_the_stored_token_alone(deployment: Depl
     print(figures)
 
     assert not damage, f"{damage}; {figures}"
-    assert recovery.outcome == REFRESHED, f"{recovery.as_dict()}; {figures}"
+    assert recovery.outcome == Status.REFRESHED, f"{recovery.as_dict()}; {figures}"
     assert restored.value != good.value
     assert restored.value == sim.current_token(APP)
     assert sim.is_token_accepted(restored.value or "")

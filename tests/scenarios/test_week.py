@@ -15,8 +15,8 @@ Local itself ~0.5 ms), for the week's ~200 000 consumer reads.
 from __future__ import annotations
 
 import pytest
-from token_refresher.events import RefreshRequest
-from token_refresher.service import REFRESHED
+from token_refresher.outcome import Status
+from token_refresher.triggers import Scheduled
 
 from simulator import BUSINESS_ENDPOINTS
 from tests.scenarios.harness import (
@@ -52,12 +52,12 @@ def test_a_week_of_hourly_refreshes_never_fails_a_consumer(deployment: Deploymen
     with Fleet(consumers) as fleet, CapturedLog("wechat_token.refresher") as log:
         for tick in range(ticks):
             if tick % per_hour == 0:
-                outcomes = refresher.run(RefreshRequest())
+                outcomes = refresher.run(Scheduled())
                 runs += 1
                 not_refreshed += [
                     (clock.now(), o.app_id, o.outcome, o.error, o.foreign_rotation)
                     for o in outcomes
-                    if o.outcome != REFRESHED or o.foreign_rotation
+                    if o.outcome != Status.REFRESHED or o.foreign_rotation
                 ]
                 retried += [(clock.now(), o.app_id) for o in outcomes if o.wechat_calls != 1]
             fleet.tick()

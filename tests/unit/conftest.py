@@ -14,14 +14,15 @@ import httpx
 import pytest
 import respx
 from moto import mock_aws
-from token_refresher.events import parse_event
+from token_refresher.deadline import Deadline
 from token_refresher.service import Outcome, RefreshService
 from token_refresher.settings import Settings
 from token_refresher.token_store import TokenStore
 from token_refresher.wiring import build_service
-from wechat_token.record import ACCESS_TOKEN, CredentialRecord
+from wechat_token.record import ACCESS_TOKEN, CredentialKey, CredentialRecord
 
 from local_aws.resources import create_token_table
+from tests.support import parse_event
 
 BASE = "https://api.weixin.qq.test"
 WECOM_BASE = "https://qyapi.weixin.qq.test"
@@ -131,10 +132,17 @@ class Harness:
         remaining: Callable[[], float] | None = None,
         **overrides: Any,
     ) -> list[Outcome]:
-        return self.service(**overrides).run(parse_event(event or {}), remaining_seconds=remaining)
+        service = self.service(**overrides)
+        deadline = None
+        if remaining is not None:
+            deadline = Deadline(
+                remaining, clock=self.clock, lease_seconds=service.settings.lease_seconds
+            )
+        return list(service.run(parse_event(event or {}), deadline))
 
     def record(self, app_id: str = APP, kind: str = ACCESS_TOKEN) -> CredentialRecord | None:
-        return TokenStore(self.dynamodb, TABLE).read(app_id, kind)
+        record = TokenStore(self.dynamodb, TABLE).read(CredentialKey(app_id, kind))
+        return record if record.version or record.has_value or record.last_error_at else None
 
     def put(self, record: dict[str, Any]) -> None:
         boto3.resource("dynamodb", region_name="us-east-1").Table(TABLE).put_item(Item=record)

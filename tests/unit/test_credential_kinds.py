@@ -12,18 +12,18 @@ import boto3
 import httpx
 import pytest
 from moto import mock_aws
-from token_refresher.events import parse_event
-from token_refresher.service import NOT_DUE, REFRESHED, Outcome
+from token_refresher.outcome import Status
+from token_refresher.service import Outcome
 from token_refresher.settings import Settings
 from token_refresher.token_store import TokenStore
 from token_refresher.wiring import build_service
 from wechat_token import TokenReader, jsapi_signature
 from wechat_token.jssdk import sign
-from wechat_token.record import CredentialRecord
+from wechat_token.record import CredentialKey, CredentialRecord
 
 from local_aws.resources import create_token_table
 from simulator import STABLE_TOKEN, ManualClock, WeChatSimulator
-from tests.support import StaticSecrets
+from tests.support import StaticSecrets, parse_event
 
 TABLE = "kinds"
 BASE = "http://wechat.sim"
@@ -56,7 +56,7 @@ class Rig:
         return service.run(parse_event(event or {}))
 
     def record(self, app_id: str, kind: str = "access_token") -> CredentialRecord:
-        record = TokenStore(self.dynamodb, TABLE).read(app_id, kind)
+        record = TokenStore(self.dynamodb, TABLE).find(CredentialKey(app_id, kind))
         assert record is not None
         return record
 
@@ -90,9 +90,13 @@ def test_a_stable_token_is_forced_on_its_own_schedule_and_never_expires(rig: Rig
         rig.clock.advance(1800)
     stats = rig.sim.stats(include_log=False)["apps"]["wxstable"]["stable"]
     assert stats["force_rejected"] == 0, "the refresher never asks for a force WeChat refuses"
-    refreshed = outcomes.count(REFRESHED)
+    refreshed = outcomes.count(Status.REFRESHED)
     assert refreshed <= 2 * 17, f"{refreshed} refreshes in two days: within 20 forced a day"
-    assert outcomes.count(NOT_DUE) > 0
+    assert outcomes.count(Status.NOT_DUE) > 0
+
+
+# WeChat's own force rules are under test here, not the refresher's trigger spacing.
+NO_SPACING = {"force_min_interval_seconds": 0, "passive_min_interval_seconds": 0}
 
 
 def test_forced_stable_refreshes_respect_the_daily_limit_and_spacing(rig: Rig) -> None:
@@ -101,22 +105,22 @@ def test_forced_stable_refreshes_respect_the_daily_limit_and_spacing(rig: Rig) -
     rig.run()
     first = rig.record("wxstable")
     force = {"app_id": "wxstable", "force": True}
-    rig.run(force, stable_force_daily_limit=2, force_min_interval_seconds=0)
+    rig.run(force, stable_force_daily_limit=2, **NO_SPACING)
     forced = rig.record("wxstable")
     assert forced.value != first.value
     assert forced.previous_valid_until == pytest.approx(forced.fetched_at or 0), (
         "a forced rotation ends the old stable token at once"
     )
     rig.clock.advance(10)
-    rig.run(force, stable_force_daily_limit=2, force_min_interval_seconds=0)
+    rig.run(force, stable_force_daily_limit=2, **NO_SPACING)
     assert rig.record("wxstable").value == forced.value, "30 s apart: not forced again"
     rig.clock.advance(30)
-    rig.run(force, stable_force_daily_limit=2, force_min_interval_seconds=0)
+    rig.run(force, stable_force_daily_limit=2, **NO_SPACING)
     second = rig.record("wxstable")
     assert second.value != forced.value
     assert second.forces_today(rig.clock.now()) == 2
     rig.clock.advance(60)
-    rig.run(force, stable_force_daily_limit=2, force_min_interval_seconds=0)
+    rig.run(force, stable_force_daily_limit=2, **NO_SPACING)
     assert rig.record("wxstable").value == second.value, "daily limit reached: normal call"
     assert rig.sim.calls(STABLE_TOKEN, "wxstable") == 5
 
@@ -143,13 +147,13 @@ def test_a_jsapi_ticket_follows_the_token_it_was_fetched_with(rig: Rig) -> None:
     rig.registry["wxweb"] = {"secret": "web-secret", "tickets": ["jsapi"]}
     outcomes = rig.run()
     assert [(o.kind, o.outcome) for o in outcomes] == [
-        ("access_token", REFRESHED),
-        ("jsapi_ticket", REFRESHED),
+        ("access_token", Status.REFRESHED),
+        ("jsapi_ticket", Status.REFRESHED),
     ]
     token, ticket = rig.record("wxweb"), rig.record("wxweb", "jsapi_ticket")
     assert ticket.bound_to == token.fingerprint()
     rig.clock.advance(600)
-    assert {o.outcome for o in rig.run()} == {NOT_DUE}
+    assert {o.outcome for o in rig.run()} == {Status.NOT_DUE}
     rig.clock.advance(3000)
     rig.run()
     assert rig.record("wxweb", "jsapi_ticket").bound_to == rig.record("wxweb").fingerprint()
@@ -197,7 +201,10 @@ def test_a_ticket_can_be_refreshed_by_name(rig: Rig) -> None:
     rig.registry["wxweb"] = {"secret": "web-secret", "tickets": ["jsapi"]}
     rig.run()
     before = rig.record("wxweb", "jsapi_ticket").value
+    [young] = rig.run({"app_id": "wxweb", "kind": "jsapi_ticket", "force": True})
+    assert young.outcome == Status.RATE_LIMITED, "no trigger rotates a ticket this young"
+    rig.clock.advance(121)
     [outcome] = rig.run({"app_id": "wxweb", "kind": "jsapi_ticket", "force": True})
     assert outcome.kind == "jsapi_ticket"
-    assert outcome.outcome == REFRESHED
+    assert outcome.outcome == Status.REFRESHED
     assert rig.record("wxweb", "jsapi_ticket").value != before

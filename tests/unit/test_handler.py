@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
+from decimal import Decimal
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from wechat_token.record import fingerprint
 from token_refresher.errors import EventError, RefreshFailedError, RegistryError, SettingsError
 
 from .conftest import APP, BASE, SECRET, SECRET_ID, TABLE, Harness
@@ -62,13 +65,33 @@ def test_the_scheduled_event_file_refreshes_every_app(
 def test_the_force_event_file_refreshes_its_app_now(
     handler: ModuleType, harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FORCE_MIN_INTERVAL_SECONDS", "0")  # the handler runs on real time
     event = load_event("force_refresh.json")
     harness.set_registry({event["app_id"]: {"secret": SECRET}})
-    handler.lambda_handler({}, Context())
+    # The handler runs on real time: a token stored ten minutes ago is old enough to force.
+    now = time.time()
+    harness.put(
+        {"app_id": event["app_id"], "kind": "access_token", "value": "OLD-TOKEN-0001",
+         "fetched_at": Decimal(str(round(now - 600))), "expires_at": Decimal(str(round(now + 6000))),
+         "version": 1}
+    )  # fmt: skip
     summary = handler.lambda_handler(event, Context())
     assert summary["credentials"][0]["outcome"] == "refreshed"
-    assert harness.wechat.calls == 2
+    assert harness.wechat.calls == 1
+
+
+def test_a_token_younger_than_the_minimum_age_is_not_forced(
+    handler: ModuleType, harness: Harness
+) -> None:
+    handler.lambda_handler({}, Context())
+    summary = handler.lambda_handler({"app_id": APP, "force": True}, Context())
+    assert summary["credentials"][0]["outcome"] == "rate_limited"
+    assert harness.wechat.calls == 1, "consumers still hold the young token: not evicted"
+
+
+def test_a_forced_refresh_of_everything_is_refused(handler: ModuleType, harness: Harness) -> None:
+    with pytest.raises(EventError, match='needs "app_id"'):
+        handler.lambda_handler({"force": True}, Context())
+    assert harness.wechat.calls == 0
 
 
 def test_the_summary_names_the_token_only_by_fingerprint(
@@ -94,11 +117,12 @@ def test_the_summary_names_the_token_only_by_fingerprint(
         ({"app_id": 5}, '"app_id" must be a non-empty string'),
         ({"app_id": ""}, '"app_id" must be a non-empty string'),
         ({"app_id": APP, "force": "yes"}, '"force" must be true or false'),
-        ({"app_id": APP, "kind": "session_key"}, '"kind" must be one of'),
-        ({"stale_token": "sha256:abc"}, 'need "app_id"'),
-        ({"app_id": APP, "stale_token": ""}, '"stale_token" must be'),
-        ({"app_id": APP, "stale_token": "x", "errcode": "40001"}, '"errcode" must be'),
-        ({"app_id": APP, "stale_token": "x", "force": True}, 'either "force" or "stale_token"'),
+        ({"app_id": APP, "kind": "session_key", "force": True}, '"kind" must be one of'),
+        ({"app_id": APP, "kind": "jsapi_ticket"}, '"kind" is only read with "force"'),
+        ({"kind": "jsapi_ticket"}, '"kind" needs "app_id"'),
+        ({"force": True}, 'needs "app_id"'),
+        ({"types": ["ios"]}, '"types" must be a list'),
+        ({"app_id": APP, "stale_token": "sha256:abc"}, "PassiveRefreshFunction"),
     ],
 )
 def test_malformed_events_are_refused_in_words(
@@ -107,6 +131,53 @@ def test_malformed_events_are_refused_in_words(
     with pytest.raises(EventError, match=words.replace("(", r"\(")):
         handler.lambda_handler(event, Context())
     assert harness.wechat.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("event", "words"),
+    [
+        ([], "must be a JSON object"),
+        (None, "must be a JSON object"),
+        ({}, '"stale_token" must be'),
+        ({"app_id": APP}, '"stale_token" must be'),
+        ({"stale_token": "sha256:abc"}, '"app_id" must be a non-empty string'),
+        ({"app_id": APP, "stale_token": ""}, '"stale_token" must be'),
+        ({"app_id": APP, "stale_token": "x", "errcode": "40001"}, '"errcode" must be'),
+        ({"app_id": APP, "stale_token": "x", "kind": "session_key"}, '"kind" must be one of'),
+        ({"app_id": APP, "stale_token": "x", "force": True}, "accepts only"),
+        ({"app_id": APP, "force": True}, "never force or schedule"),
+        ({"types": ["classic"]}, "accepts only"),
+    ],
+)
+def test_the_consumer_entry_point_accepts_only_a_report(
+    handler: ModuleType, harness: Harness, event: Any, words: str
+) -> None:
+    handler.lambda_handler({}, Context())
+    with pytest.raises(EventError, match=words):
+        handler.passive_handler(event, Context())
+    assert harness.wechat.calls == 1, "only the scheduled run called WeChat"
+
+
+def test_the_passive_event_file_is_a_report(handler: ModuleType, harness: Harness) -> None:
+    event = load_event("passive.json")
+    assert set(event) == {"app_id", "kind", "stale_token", "errcode"}
+    harness.set_registry({event["app_id"]: {"secret": SECRET}})
+    summary = handler.passive_handler(event, Context())
+    [credential] = summary["credentials"]
+    # Nothing is stored yet: a report on a missing token fetches one.
+    assert credential["outcome"] == "refreshed"
+
+
+def test_a_report_wechat_contradicts_rotates_nothing(handler: ModuleType, harness: Harness) -> None:
+    handler.lambda_handler({}, Context())
+    stale = fingerprint(harness.wechat.issued[0])
+    report = {"app_id": APP, "kind": "access_token", "stale_token": stale, "errcode": 40001}
+    summary = handler.passive_handler(report, Context())
+    assert summary["credentials"][0]["outcome"] == "token_accepted"
+    assert harness.wechat.calls == 1
+    record = harness.record()
+    assert record is not None
+    assert record.foreign_rotations == 0
 
 
 def test_an_unknown_app_is_named_with_the_known_ones(handler: ModuleType, harness: Harness) -> None:
@@ -149,6 +220,36 @@ def test_a_malformed_setting_is_explained(
         ('{"wx1": {"secret": "' + SECRET + '"', "not valid JSON"),
         ('["wx1"]', "must be a JSON object"),
         ("{}", "lists no apps"),
+    ],
+)
+def test_a_bad_registry_is_explained_without_the_secret(
+    handler: ModuleType, harness: Harness, registry: str, words: str
+) -> None:
+    harness.secrets.delete_secret(SecretId=SECRET_ID, ForceDeleteWithoutRecovery=True)
+    harness.set_registry(registry)  # the only version there is
+    with pytest.raises(RegistryError) as caught:
+        handler.lambda_handler({}, Context())
+    assert words in str(caught.value)
+    assert SECRET not in str(caught.value)
+    assert harness.wechat.calls == 0
+
+
+@pytest.mark.parametrize(
+    "registry", ['{"wx1": {"secret": "' + SECRET + '"', '["wx1"]', "{}"]
+)
+def test_a_broken_registry_falls_back_to_the_previous_version(
+    handler: ModuleType, harness: Harness, registry: str
+) -> None:
+    harness.set_registry(registry)  # over the good version, which becomes AWSPREVIOUS
+    summary = handler.lambda_handler({}, Context())
+    assert summary["registry_fallback"] is True
+    assert summary["refreshed"] == 1
+    assert harness.record() is not None
+
+
+@pytest.mark.parametrize(
+    ("registry", "words"),
+    [
         ('{"wx1": "' + SECRET + '"}', "must be an object"),
         ('{"wx1": {"secret": ""}}', '"secret" is missing'),
         ('{"wx1": {"secret": "' + SECRET + '", "type": "ios"}}', "type 'ios'"),
@@ -157,15 +258,38 @@ def test_a_malformed_setting_is_explained(
         ('{"wx1": {"secret": "' + SECRET + '", "tickets": ["jsapi2"]}}', '"tickets"'),
     ],
 )
-def test_a_bad_registry_is_explained_without_the_secret(
-    handler: ModuleType, harness: Harness, registry: str, words: str
+def test_a_bad_entry_fails_that_entry_alone_without_the_secret(
+    handler: ModuleType, harness: Harness, registry: str, words: str, capsys: Any
 ) -> None:
-    harness.set_registry(registry)
-    with pytest.raises(RegistryError) as caught:
+    entries = json.loads(registry)
+    harness.set_registry({**entries, APP: {"secret": "good-one"}})
+    with pytest.raises(RefreshFailedError) as caught:
         handler.lambda_handler({}, Context())
-    assert words in str(caught.value)
+    assert "registry entry" in str(caught.value)
     assert SECRET not in str(caught.value)
-    assert harness.wechat.calls == 0
+    assert words in str(caught.value), "the error names the entry and the reason"
+    assert SECRET not in capsys.readouterr().out
+    assert harness.wechat.calls == 1, "the good entry was refreshed"
+    assert harness.record() is not None
+
+
+def test_two_entries_for_one_wechat_app_are_refused(handler: ModuleType, harness: Harness) -> None:
+    harness.set_registry({APP: {"secret": SECRET}, "alias": {"appid": APP, "secret": SECRET}})
+    with pytest.raises(RefreshFailedError, match="registry entry") as caught:
+        handler.lambda_handler({}, Context())
+    assert f"'alias' and '{APP}' are the same WeChat app" in str(caught.value)
+    assert harness.wechat.calls == 1, "one token for one app: the entries cannot evict each other"
+    assert (harness.record("alias") is None) != (harness.record(APP) is None)
+
+
+def test_a_run_that_matches_nothing_is_not_an_error(handler: ModuleType, harness: Harness) -> None:
+    harness.set_registry({APP: {"secret": SECRET}, "wxoff": {"secret": "x", "enabled": False}})
+    summary = handler.lambda_handler({"types": ["stable"]}, Context())
+    assert summary["credentials"] == []
+    assert summary["failed"] == 0
+    harness.set_registry({APP: {"secret": SECRET, "enabled": False}})
+    handler._service = None  # a fresh environment: no cached registry
+    assert handler.lambda_handler({}, Context())["total"] == 0
 
 
 def test_a_missing_registry_secret_says_what_to_check(

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from token_refresher.events import parse_event
-from token_refresher.service import (
-    ALREADY_REPLACED,
-    FAILED,
-    LEASE_HELD,
-    NOT_DUE,
-    RATE_LIMITED,
-    REFRESHED,
-)
+from token_refresher.outcome import Status
 from token_refresher.token_store import TokenStore
-from wechat_token.record import fingerprint
+from wechat_token.record import CredentialKey, fingerprint
+
+from tests.support import parse_event
 
 from .conftest import APP, SECRET, TABLE, Harness
 
@@ -22,7 +16,7 @@ from .conftest import APP, SECRET, TABLE, Harness
 def test_first_run_fetches_and_stores_a_conservative_expiry(harness: Harness) -> None:
     [outcome] = harness.run()
     record = harness.record()
-    assert outcome.outcome == REFRESHED
+    assert outcome.outcome == Status.REFRESHED
     assert harness.wechat.calls == 1
     assert record is not None
     assert record.value == harness.wechat.issued[0]
@@ -39,7 +33,7 @@ def test_a_fresh_token_is_not_refreshed_again(harness: Harness) -> None:
     harness.run()
     harness.clock.advance(600)
     [outcome] = harness.run()
-    assert outcome.outcome == NOT_DUE
+    assert outcome.outcome == Status.NOT_DUE
     assert harness.wechat.calls == 1, "duplicate schedules and retries must not call WeChat"
 
 
@@ -51,11 +45,11 @@ def test_the_hourly_run_refreshes_and_keeps_the_previous_token_for_its_grace(
     harness.clock.advance(3600)
     [outcome] = harness.run()
     record = harness.record()
-    assert outcome.outcome == REFRESHED
+    assert outcome.outcome == Status.REFRESHED
     assert record is not None
     assert record.value == harness.wechat.issued[1]
     assert record.version == 2
-    assert record.previous_value == first
+    assert record.previous_fingerprint == fingerprint(first)
     # WeChat keeps the old token 5 minutes; minus 2 minutes of server disagreement.
     assert record.previous_valid_until == pytest.approx(harness.clock.now + 180)
 
@@ -78,7 +72,7 @@ def test_force_refreshes_a_fresh_token(harness: Harness) -> None:
     harness.run()
     harness.clock.advance(121)
     [outcome] = harness.run({"app_id": APP, "force": True})
-    assert outcome.outcome == REFRESHED
+    assert outcome.outcome == Status.REFRESHED
     assert harness.wechat.calls == 2
 
 
@@ -87,7 +81,7 @@ def test_forcing_again_within_two_minutes_is_refused(harness: Harness) -> None:
     harness.run()
     harness.clock.advance(60)
     [outcome] = harness.run({"app_id": APP, "force": True})
-    assert outcome.outcome == RATE_LIMITED
+    assert outcome.outcome == Status.RATE_LIMITED
     assert harness.wechat.calls == 1
 
 
@@ -101,7 +95,7 @@ def test_a_live_lease_held_by_another_refresher_means_no_call(harness: Harness) 
         }
     )
     [outcome] = harness.run()
-    assert outcome.outcome == LEASE_HELD
+    assert outcome.outcome == Status.LEASE_HELD
     assert harness.wechat.calls == 0
 
 
@@ -115,7 +109,7 @@ def test_an_expired_lease_of_a_crashed_refresher_is_taken_over(harness: Harness)
         }
     )
     [outcome] = harness.run()
-    assert outcome.outcome == REFRESHED
+    assert outcome.outcome == Status.REFRESHED
     record = harness.record()
     assert record is not None
     assert record.lease_owner is None
@@ -142,8 +136,8 @@ def test_an_older_fetch_never_overwrites_a_newer_token(harness: Harness) -> None
 
     service.api.fetch_token = fetch_while_another_writer_wins  # type: ignore[method-assign]
     [outcome] = service.run(parse_event({}))
-    record = store.read(APP, "access_token")
-    assert outcome.outcome == FAILED
+    record = store.find(CredentialKey(APP, "access_token"))
+    assert outcome.outcome == Status.FAILED
     assert outcome.error is not None
     assert outcome.error["code"] == "conflict"
     assert record is not None
@@ -157,10 +151,19 @@ def test_passive_refresh_only_when_the_stale_token_is_still_stored(harness: Harn
     [outcome] = harness.run(
         {"app_id": APP, "stale_token": fingerprint("some-other-token"), "errcode": 40001}
     )
-    assert outcome.outcome == ALREADY_REPLACED
+    assert outcome.outcome == Status.ALREADY_REPLACED
     assert harness.wechat.calls == 1
+    assert harness.wechat.probes == 0, "a report on a replaced token is answered from the table"
+    # WeChat still accepts the stored token: the report is contradicted, nothing rotates.
     [outcome] = harness.run({"app_id": APP, "stale_token": fingerprint(stored), "errcode": 40001})
-    assert outcome.outcome == REFRESHED
+    assert outcome.outcome == Status.TOKEN_ACCEPTED
+    assert harness.wechat.calls == 1
+    assert not outcome.foreign_rotation
+    harness.clock.advance(61)
+    harness.wechat.rejected.add(stored)  # now someone else fetched a token for this app
+    [outcome] = harness.run({"app_id": APP, "stale_token": fingerprint(stored), "errcode": 40001})
+    assert outcome.outcome == Status.REFRESHED
+    assert harness.wechat.probes == 3, "one probe, then a rejection confirmed by a second"
     assert outcome.foreign_rotation, "40001 on a token we hold as valid: someone else fetched"
     assert harness.wechat.calls == 2
     record = harness.record()
@@ -170,25 +173,28 @@ def test_passive_refresh_only_when_the_stale_token_is_still_stored(harness: Harn
 
 def test_a_storm_of_passive_reports_makes_one_call(harness: Harness) -> None:
     harness.run()
+    harness.wechat.rejected.add(harness.wechat.issued[0])
     stale = fingerprint(harness.wechat.issued[0])
     outcomes = [
         harness.run({"app_id": APP, "stale_token": stale, "errcode": 40001})[0] for _ in range(50)
     ]
-    assert [o.outcome for o in outcomes].count(REFRESHED) == 1
+    assert [o.outcome for o in outcomes].count(Status.REFRESHED) == 1
     assert harness.wechat.calls == 2
     # Even if the new token is rejected right away, passive refreshes are rate-limited.
+    harness.wechat.rejected.add(harness.wechat.issued[1])
     new = fingerprint(harness.wechat.issued[1])
     [again] = harness.run({"app_id": APP, "stale_token": new, "errcode": 40001})
-    assert again.outcome == RATE_LIMITED
+    assert again.outcome == Status.RATE_LIMITED
     harness.clock.advance(61)
     [later] = harness.run({"app_id": APP, "stale_token": new, "errcode": 40001})
-    assert later.outcome == REFRESHED
+    assert later.outcome == Status.REFRESHED
 
 
 def test_passive_refresh_accepts_the_token_itself(harness: Harness) -> None:
     harness.run()
+    harness.wechat.rejected.add(harness.wechat.issued[0])
     [outcome] = harness.run({"app_id": APP, "stale_token": harness.wechat.issued[0]})
-    assert outcome.outcome == REFRESHED
+    assert outcome.outcome == Status.REFRESHED
 
 
 def test_transient_errors_are_retried_with_jittered_backoff(harness: Harness) -> None:
@@ -198,7 +204,7 @@ def test_transient_errors_are_retried_with_jittered_backoff(harness: Harness) ->
         httpx.ReadTimeout("timed out"),
     ]
     [outcome] = harness.run()
-    assert outcome.outcome == REFRESHED
+    assert outcome.outcome == Status.REFRESHED
     assert outcome.wechat_calls == 4
     assert len(harness.sleeps) == 3
     assert all(0 <= pause <= 8 for pause in harness.sleeps)
@@ -214,7 +220,7 @@ def test_retries_stop_at_max_attempts_and_leave_the_stored_token(harness: Harnes
     harness.wechat.script = [httpx.ConnectError("refused")] * 10
     [outcome] = harness.run()
     after = harness.record()
-    assert outcome.outcome == FAILED
+    assert outcome.outcome == Status.FAILED
     assert outcome.wechat_calls == 4
     assert outcome.error is not None
     assert outcome.error["code"] == "transport"
@@ -237,7 +243,7 @@ def test_retries_are_bounded_by_the_invocations_remaining_time(harness: Harness)
     harness.wechat.script = [slow_busy] * 10
     deadline = harness.clock.now + 25
     [outcome] = harness.run(remaining=lambda: deadline - harness.clock.now)
-    assert outcome.outcome == FAILED
+    assert outcome.outcome == Status.FAILED
     assert outcome.wechat_calls == 2, "a third 10 s attempt does not fit in the 25 s left"
     [outcome] = harness.run(remaining=lambda: 5.0)
     assert outcome.error is not None
@@ -267,7 +273,7 @@ def test_configuration_and_quota_errors_fail_fast_with_advice(
 ) -> None:
     harness.wechat.script = [{"errcode": errcode, "errmsg": f"error {errcode} rid: 1a2b"}] * 5
     [outcome] = harness.run()
-    assert outcome.outcome == FAILED
+    assert outcome.outcome == Status.FAILED
     assert outcome.wechat_calls == 1, "retrying cannot fix this and burns the quota"
     assert harness.sleeps == []
     assert outcome.error is not None
@@ -305,7 +311,7 @@ def test_garbled_replies_are_errors_and_store_nothing(
     harness.wechat.script = [reply]
     [outcome] = harness.run()
     after = harness.record()
-    assert outcome.outcome == FAILED
+    assert outcome.outcome == Status.FAILED
     assert outcome.error is not None
     assert outcome.error["code"] == "garbled"
     assert "nothing was stored" in outcome.error["message"]
@@ -326,7 +332,7 @@ def test_a_longer_expires_in_than_documented_is_clamped(harness: Harness) -> Non
 def test_budget_exhausted_refuses_to_call_and_says_so(harness: Harness) -> None:
     harness.wechat.script = [{"errcode": -1, "errmsg": "busy"}] * 3
     [outcome] = harness.run(daily_call_budget=2)
-    assert outcome.outcome == FAILED
+    assert outcome.outcome == Status.FAILED
     assert harness.wechat.calls == 2
     assert outcome.error is not None
     assert outcome.error["code"] == "budget"
@@ -347,7 +353,7 @@ def test_the_budget_resets_at_midnight_in_wechats_day(harness: Harness) -> None:
     assert outcome.error["code"] == "budget"
     harness.clock.advance(3600)  # past 00:00 UTC+8
     [outcome] = harness.run(daily_call_budget=2)
-    assert outcome.outcome == REFRESHED
+    assert outcome.outcome == Status.REFRESHED
     record = harness.record()
     assert record is not None
     assert record.calls_today(harness.clock.now) == 1
@@ -364,9 +370,9 @@ def test_one_failing_app_does_not_stop_the_others(harness: Harness) -> None:
 
     harness.wechat.by_app["wxbad"] = {"errcode": 40125, "errmsg": "invalid appsecret"}
     outcomes = {o.app_id: o for o in harness.run(concurrency=3)}
-    assert outcomes["wxgood1"].outcome == REFRESHED
-    assert outcomes["wxgood2"].outcome == REFRESHED
-    assert outcomes["wxbad"].outcome == FAILED
+    assert outcomes["wxgood1"].outcome == Status.REFRESHED
+    assert outcomes["wxgood2"].outcome == Status.REFRESHED
+    assert outcomes["wxbad"].outcome == Status.FAILED
     assert harness.record("wxgood2") is not None
 
 
@@ -380,11 +386,11 @@ def test_a_scheduled_run_detects_a_token_invalidated_behind_our_back(harness: Ha
     harness.run()
     harness.clock.advance(600)
     [quiet] = harness.run()
-    assert quiet.outcome == NOT_DUE
+    assert quiet.outcome == Status.NOT_DUE
     assert harness.wechat.probes == 1, "each scheduled run asks WeChat about the stored token"
     harness.wechat.rejected.add(harness.wechat.issued[0])  # a foreign fetch, 5 minutes ago
     [outcome] = harness.run()
-    assert outcome.outcome == REFRESHED
+    assert outcome.outcome == Status.REFRESHED
     assert outcome.foreign_rotation
     record = harness.record()
     assert record is not None
@@ -404,8 +410,11 @@ def test_a_retried_run_does_not_repeat_a_fresh_configuration_error(harness: Harn
     [first] = harness.run()
     harness.clock.advance(60)  # Lambda retries the failed async invocation
     [retried] = harness.run()
-    assert first.outcome == retried.outcome == FAILED
+    assert first.outcome == Status.FAILED
+    assert retried.outcome == Status.CONFIGURATION_HOLD
+    assert retried.failed, "a held configuration error still fails the run, so alarms fire"
     assert retried.error is not None
+    assert retried.error["class"] == "configuration"
     assert "not retried" in retried.error["message"]
     assert harness.wechat.calls == 1, "the retry spent no quota"
     harness.clock.advance(600)
@@ -413,4 +422,6 @@ def test_a_retried_run_does_not_repeat_a_fresh_configuration_error(harness: Harn
     assert harness.wechat.calls == 2, "the next scheduled run tries again"
     del harness.wechat.by_app[APP]
     [forced] = harness.run({"app_id": APP, "force": True})
-    assert forced.outcome == REFRESHED, "after the fix, a forced refresh goes through at once"
+    assert forced.outcome == Status.REFRESHED, (
+        "after the fix, a forced refresh goes through at once"
+    )

@@ -116,7 +116,8 @@ def test_foreign_rotation_and_passive_refresh_are_counted(
 ) -> None:
     handler.lambda_handler({}, Context())
     first = harness.wechat.issued[0]
-    handler.lambda_handler({"app_id": APP, "stale_token": first, "errcode": 40001}, Context())
+    harness.wechat.rejected.add(first)  # someone else fetched a token: WeChat says so
+    handler.passive_handler({"app_id": APP, "stale_token": first, "errcode": 40001}, Context())
     out = capsys.readouterr().out
     _, metrics = emitted(out)
     assert metrics["ForeignRotation"] == 1

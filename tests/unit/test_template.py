@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,15 @@ ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
 OPERATIONS_DOC = ROOT / "docs" / "operations.md"
 REFRESHER_SOURCE = ROOT / "functions" / "refresher"
+LAYER_SOURCE = ROOT / "layers" / "wechat_token" / "wechat_token"
 
 TABLE_ARN = {"Fn::GetAtt": ["TokenTable", "Arn"]}
 REFRESHER_ARN = {"Fn::GetAtt": ["RefresherFunction", "Arn"]}
+PASSIVE_ARN = {"Fn::GetAtt": ["PassiveRefreshFunction", "Arn"]}
+KMS_KEY_REF = {"Ref": "TableKmsKeyArn"}
+KMS_VIA_DYNAMODB = {
+    "StringEquals": {"kms:ViaService": {"Fn::Sub": "dynamodb.${AWS::Region}.amazonaws.com"}}
+}
 SECRET_ARN = {"Ref": "AppRegistrySecret"}
 LAYER_REF = {"Ref": "WeChatTokenLayer"}
 LOG_GROUP_ARN = {"Fn::GetAtt": ["RefresherLogGroup", "Arn"]}
@@ -36,6 +43,7 @@ REFRESHER_ENV = {
     "WECHAT_API_BASE_URL",
     "WECOM_API_BASE_URL",
     "REFRESH_INTERVAL_SECONDS",
+    "REFRESH_SLACK_SECONDS",
     "STABLE_REFRESH_INTERVAL_SECONDS",
     "DAILY_CALL_BUDGET",
     "REFRESH_CONCURRENCY",
@@ -47,13 +55,15 @@ CONSUMER_ENV = {
     "TOKEN_TABLE_NAME",
     "WECHAT_APP_ID",
     "WECHAT_API_BASE_URL",
-    "REFRESHER_FUNCTION_NAME",
+    "PASSIVE_REFRESH_FUNCTION_NAME",
 }
 OUTPUTS = {
     "TokenTableName",
     "WeChatTokenLayerArn",
     "RefresherFunctionArn",
     "RefresherFunctionName",
+    "PassiveRefreshFunctionArn",
+    "PassiveRefreshFunctionName",
     "ConsumerPolicyArn",
     "AppRegistrySecretArn",
     "ExampleConsumerFunctionName",
@@ -83,8 +93,35 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def _role_statements(resources: dict[str, Any], logical_id: str) -> list[dict[str, Any]]:
-    """Inline statements of an AWS::IAM::Role."""
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def _expand(statements: list[Any]) -> list[dict[str, Any]]:
+    """Statements with ``Fn::If`` ones replaced by each branch that is a statement, so that a
+    conditional grant (e.g. kms:Decrypt with TableKmsKeyArn) is checked like any other."""
+    found: list[dict[str, Any]] = []
+    for statement in statements:
+        if isinstance(statement, dict) and "Fn::If" in statement:
+            _, when_true, when_false = statement["Fn::If"]
+            found += _expand([b for b in (when_true, when_false) if b != NO_VALUE])
+        else:
+            found.append(statement)
+    return found
+
+
+def _conditional_statements(statements: list[Any]) -> dict[str, list[dict[str, Any]]]:
+    """condition name -> the statements that exist only when it is true."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for statement in statements:
+        if isinstance(statement, dict) and "Fn::If" in statement:
+            condition, when_true, when_false = statement["Fn::If"]
+            assert when_false == NO_VALUE, statement
+            found.setdefault(condition, []).append(when_true)
+    return found
+
+
+def _role_statements(resources: dict[str, Any], logical_id: str) -> list[Any]:
+    """Inline statements of an AWS::IAM::Role (``Fn::If`` ones as written)."""
     role = resources[logical_id]
     assert role["Type"] == "AWS::IAM::Role"
     return [
@@ -94,17 +131,17 @@ def _role_statements(resources: dict[str, Any], logical_id: str) -> list[dict[st
     ]
 
 
-def _function_statements(resources: dict[str, Any], logical_id: str) -> list[dict[str, Any]]:
+def _function_statements(resources: dict[str, Any], logical_id: str) -> list[Any]:
     policies = _props(resources, logical_id)["Policies"]
     # Inline statements only: SAM policy templates and managed policies are broader.
     assert all(isinstance(p, dict) and "Statement" in p for p in policies), policies
     return [statement for policy in policies for statement in policy["Statement"]]
 
 
-def _grants(statements: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """action -> resources it is allowed on."""
+def _grants(statements: list[Any]) -> dict[str, list[Any]]:
+    """action -> resources it is allowed on (conditional statements included)."""
     grants: dict[str, list[Any]] = {}
-    for statement in statements:
+    for statement in _expand(statements):
         assert statement["Effect"] == "Allow"
         assert "NotAction" not in statement
         assert "NotResource" not in statement
@@ -192,57 +229,79 @@ def test_layer_builds_for_python313_arm64(resources: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("logical_id", "code_uri"),
+    ("logical_id", "code_uri", "handler"),
     [
-        ("RefresherFunction", "functions/refresher"),
-        ("ExampleConsumerFunction", "functions/example_consumer"),
+        ("RefresherFunction", "functions/refresher", "app.lambda_handler"),
+        # The consumers' entry point: the refresher's code, its own handler.
+        ("PassiveRefreshFunction", "functions/refresher", "app.passive_handler"),
+        ("ExampleConsumerFunction", "functions/example_consumer", "app.lambda_handler"),
     ],
 )
 def test_functions_use_their_code_and_the_layer(
-    resources: dict[str, Any], logical_id: str, code_uri: str
+    resources: dict[str, Any], logical_id: str, code_uri: str, handler: str
 ) -> None:
     props = _props(resources, logical_id)
     assert resources[logical_id]["Type"] == "AWS::Serverless::Function"
     assert props["CodeUri"].rstrip("/") == code_uri
-    assert props["Handler"] == "app.lambda_handler"
+    assert props["Handler"] == handler
     assert props["Layers"] == [LAYER_REF]
 
 
-def test_refresher_has_time_for_retries_and_no_reserved_concurrency(
-    resources: dict[str, Any],
-) -> None:
-    props = _props(resources, "RefresherFunction")
-    assert props["Timeout"] >= 300
-    assert props["MemorySize"] == 256
-    # Accounts with a low concurrency limit cannot reserve any.
-    assert "ReservedConcurrentExecutions" not in props
+def _layer_invoke_read_timeout() -> float:
+    """The read timeout the layer gives its synchronous invocation of the passive function."""
+    source = (LAYER_SOURCE / "passive.py").read_text(encoding="utf-8")
+    found = {float(m) for m in re.findall(r"read_timeout\s*=\s*(\d+(?:\.\d+)?)", source)}
+    assert len(found) == 1, f"expected one read_timeout=<seconds> in passive.py, found {found}"
+    return found.pop()
+
+
+def test_timeouts_fit_a_run_and_a_consumers_wait(resources: dict[str, Any]) -> None:
+    refresher = _props(resources, "RefresherFunction")
+    # A run stops starting credentials when one more refresh would not fit, so the
+    # Timeout only has to hold a slow run; it must leave room for a few attempts.
+    assert refresher["Timeout"] >= 300
+    assert refresher["MemorySize"] == 256
+    passive = _props(resources, "PassiveRefreshFunction")
+    # A consumer waits synchronously: the function must answer (or time out itself) before
+    # the layer's client gives up reading, or the consumer sees a client-side timeout.
+    assert 30 <= passive["Timeout"] < _layer_invoke_read_timeout()
+    # Accounts with a low concurrency limit cannot reserve any (see the checkov skips).
+    for props in (refresher, passive):
+        assert "ReservedConcurrentExecutions" not in props
 
 
 def test_environment_variable_names(template: dict[str, Any]) -> None:
     assert set(_effective_env(template, "RefresherFunction")) == REFRESHER_ENV
+    # The same code, the same settings: a passive refresh follows the refresher's rules.
+    assert _effective_env(template, "PassiveRefreshFunction") == _effective_env(
+        template, "RefresherFunction"
+    )
     assert set(_effective_env(template, "ExampleConsumerFunction")) >= CONSUMER_ENV
     consumer = _effective_env(template, "ExampleConsumerFunction")
     assert consumer["WECHAT_APP_ID"] == {"Ref": "ExampleAppId"}
-    assert consumer["REFRESHER_FUNCTION_NAME"] == {"Ref": "RefresherFunction"}
+    assert consumer["PASSIVE_REFRESH_FUNCTION_NAME"] == {"Ref": "PassiveRefreshFunction"}
+    assert "REFRESHER_FUNCTION_NAME" not in consumer
     # Consumers never learn where the secrets are.
     assert "WECHAT_APPS_SECRET_ID" not in consumer
 
 
-def test_refresher_runs_hourly_on_eventbridge_scheduler_with_retries(
+def test_refresher_runs_every_two_minutes_on_eventbridge_scheduler_with_retries(
     template: dict[str, Any],
 ) -> None:
+    # Only the refresher is scheduled; the passive function runs when a consumer asks.
+    assert "Events" not in _props(template["Resources"], "PassiveRefreshFunction")
     events = _props(template["Resources"], "RefresherFunction")["Events"]
     assert {name: event["Type"] for name, event in events.items()} == {
         "ScheduledRefresh": "ScheduleV2",
         "StableScheduledRefresh": "ScheduleV2",
     }
-    hourly = events["ScheduledRefresh"]["Properties"]
+    main = events["ScheduledRefresh"]["Properties"]
     stable = events["StableScheduledRefresh"]["Properties"]
-    assert hourly["ScheduleExpression"] == {"Ref": "ScheduleExpression"}
-    assert template["Parameters"]["ScheduleExpression"]["Default"] == "rate(1 hour)"
+    assert main["ScheduleExpression"] == {"Ref": "ScheduleExpression"}
+    assert template["Parameters"]["ScheduleExpression"]["Default"] == "rate(2 minutes)"
     assert stable["ScheduleExpression"] == {"Ref": "StableScheduleExpression"}
     assert template["Parameters"]["StableScheduleExpression"]["Default"] == "rate(30 minutes)"
-    for schedule in (hourly, stable):
+    for schedule in (main, stable):
         assert schedule["FlexibleTimeWindow"] == {"Mode": "OFF"}
         assert schedule["RetryPolicy"] == {
             "MaximumRetryAttempts": 2,
@@ -265,12 +324,63 @@ def test_scheduled_input_is_events_scheduled_json_and_names_no_app(
         assert "app_id" not in delivered  # the handler treats it as a scheduled run
 
 
+# A classic token lives 7200 s; the refresher stores it as usable for 7200 - 300 s of skew.
+TOKEN_LIFE_SECONDS = 7200
+STORED_LIFE_SECONDS = TOKEN_LIFE_SECONDS - 300
+# A stable token is due below its schedule's period plus 15 minutes (the refresher's rule).
+STABLE_MARGIN_SECONDS = 900
+
+
+def _due_rule(template: dict[str, Any]) -> dict[str, float]:
+    """The schedule and due rule the template deploys, from its defaults and environment."""
+    parameters = template["Parameters"]
+    env = _effective_env(template, "RefresherFunction")
+    assert env["REFRESH_INTERVAL_SECONDS"] == {"Ref": "RefreshIntervalSeconds"}
+    assert env["STABLE_REFRESH_INTERVAL_SECONDS"] == {"Ref": "StableRefreshIntervalSeconds"}
+    interval = float(parameters["RefreshIntervalSeconds"]["Default"])
+    stable_interval = float(parameters["StableRefreshIntervalSeconds"]["Default"])
+    return {
+        "interval": interval,
+        "slack": float(env["REFRESH_SLACK_SECONDS"]),
+        "stable_interval": stable_interval,
+        "stable_due_below": stable_interval + STABLE_MARGIN_SECONDS,
+    }
+
+
 def test_refresh_interval_default_matches_the_schedule(template: dict[str, Any]) -> None:
     parameters = template["Parameters"]
     interval = parameters["RefreshIntervalSeconds"]
     assert _rate_seconds(parameters["ScheduleExpression"]["Default"]) == interval["Default"]
+    stable = parameters["StableRefreshIntervalSeconds"]
+    assert _rate_seconds(parameters["StableScheduleExpression"]["Default"]) == stable["Default"]
     env = _effective_env(template, "RefresherFunction")
     assert env["REFRESH_INTERVAL_SECONDS"] == {"Ref": "RefreshIntervalSeconds"}
+    # Lambda environment values are strings.
+    assert env["REFRESH_SLACK_SECONDS"] == "3780"
+
+
+def test_due_rule_absorbs_an_hour_of_outage_at_under_30_calls_a_day(
+    template: dict[str, Any],
+) -> None:
+    """Due when remaining < interval + slack: renewed at age a = stored life - (interval +
+    slack); with a run every c minutes that tolerates an outage of 115 - a - 2c minutes of
+    the 115-minute stored life, at about 1440 / (a + c / 2) token calls a day."""
+    rule = _due_rule(template)
+    assert rule["interval"] == 120
+    assert rule["interval"] + rule["slack"] == 3900  # renew below 65 minutes left
+    renew_age_minutes = (STORED_LIFE_SECONDS - rule["interval"] - rule["slack"]) / 60
+    run_minutes = rule["interval"] / 60
+    assert renew_age_minutes == 50
+    tolerated_outage = STORED_LIFE_SECONDS / 60 - renew_age_minutes - 2 * run_minutes
+    assert tolerated_outage == 61
+    assert tolerated_outage >= 60
+    calls_a_day = 1440 / (renew_age_minutes + run_minutes / 2)
+    assert round(calls_a_day) == 28
+    assert calls_a_day <= 30
+    # The largest interval the parameter allows still leaves the token alive past the next
+    # run (the refresher refuses interval + slack >= the stored life).
+    largest = template["Parameters"]["RefreshIntervalSeconds"]["MaxValue"]
+    assert largest + rule["slack"] < STORED_LIFE_SECONDS
 
 
 def test_refresher_role_is_exactly_its_table_secret_logs_queue_and_traces(
@@ -283,10 +393,11 @@ def test_refresher_role_is_exactly_its_table_secret_logs_queue_and_traces(
     assert "Policies" not in props
     statements = _role_statements(resources, "RefresherRole")
     assert _grants(statements) == {
+        # No PutItem: every write is a conditional UpdateItem.
         "dynamodb:GetItem": [TABLE_ARN],
-        "dynamodb:PutItem": [TABLE_ARN],
         "dynamodb:UpdateItem": [TABLE_ARN],
         "secretsmanager:GetSecretValue": [SECRET_ARN],
+        "kms:Decrypt": [KMS_KEY_REF],
         "logs:CreateLogStream": [LOG_GROUP_ARN],
         "logs:PutLogEvents": [LOG_GROUP_ARN],
         "sqs:SendMessage": [FAILURE_QUEUE_ARN],
@@ -294,7 +405,8 @@ def test_refresher_role_is_exactly_its_table_secret_logs_queue_and_traces(
         "xray:PutTraceSegments": ["*"],
         "xray:PutTelemetryRecords": ["*"],
     }
-    assert not _contains_wildcard([s for s in statements if s["Sid"] != "WriteTraces"])
+    assert not _contains_wildcard([s for s in _expand(statements) if s["Sid"] != "WriteTraces"])
+    _assert_decrypt_only_with_the_table_key(statements)
     trust = resources["RefresherRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust == [
         {
@@ -305,8 +417,55 @@ def test_refresher_role_is_exactly_its_table_secret_logs_queue_and_traces(
     ]
 
 
-def test_refresher_gets_the_vpc_policy_only_in_a_vpc(resources: dict[str, Any]) -> None:
-    managed = resources["RefresherRole"]["Properties"]["ManagedPolicyArns"]
+def _assert_decrypt_only_with_the_table_key(statements: list[Any]) -> None:
+    """kms:Decrypt exists only when TableKmsKeyArn is set, on that key, through DynamoDB."""
+    conditional = _conditional_statements(statements)
+    assert set(conditional) == {"HasTableKmsKey"}, conditional
+    (decrypt,) = conditional["HasTableKmsKey"]
+    assert decrypt["Action"] == "kms:Decrypt"
+    assert decrypt["Resource"] == KMS_KEY_REF
+    assert decrypt["Condition"] == KMS_VIA_DYNAMODB
+    unconditional = [s for s in statements if "Fn::If" not in s]
+    assert not any("kms:" in json.dumps(s) for s in unconditional)
+
+
+def test_passive_refresh_role_is_the_refreshers_minus_the_queue(
+    resources: dict[str, Any],
+) -> None:
+    props = _props(resources, "PassiveRefreshFunction")
+    assert props["Role"] == {"Fn::GetAtt": ["PassiveRefreshRole", "Arn"]}
+    assert "Policies" not in props
+    statements = _role_statements(resources, "PassiveRefreshRole")
+    own_logs = {"Fn::GetAtt": ["PassiveRefreshLogGroup", "Arn"]}
+    # It must call WeChat (verify the stored token, fetch if rejected), so it reads the
+    # registry and writes records like the refresher; invoked synchronously, it has no queue.
+    assert _grants(statements) == {
+        "dynamodb:GetItem": [TABLE_ARN],
+        "dynamodb:UpdateItem": [TABLE_ARN],
+        "secretsmanager:GetSecretValue": [SECRET_ARN],
+        "kms:Decrypt": [KMS_KEY_REF],
+        "logs:CreateLogStream": [own_logs],
+        "logs:PutLogEvents": [own_logs],
+        "xray:PutTraceSegments": ["*"],
+        "xray:PutTelemetryRecords": ["*"],
+    }
+    _assert_decrypt_only_with_the_table_key(statements)
+    # Consumers invoke it synchronously; an asynchronous report is not worth a retry.
+    assert props["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
+    assert "DestinationConfig" not in props["EventInvokeConfig"]
+    assert props["LoggingConfig"] == {"LogGroup": {"Ref": "PassiveRefreshLogGroup"}}
+    role = resources["PassiveRefreshRole"]["Properties"]
+    assert (
+        role["AssumeRolePolicyDocument"]
+        == (resources["RefresherRole"]["Properties"]["AssumeRolePolicyDocument"])
+    )
+
+
+@pytest.mark.parametrize("role", ["RefresherRole", "PassiveRefreshRole"])
+def test_wechat_callers_get_the_vpc_policy_only_in_a_vpc(
+    resources: dict[str, Any], role: str
+) -> None:
+    managed = resources[role]["Properties"]["ManagedPolicyArns"]
     condition, in_vpc, outside = managed["Fn::If"]
     assert condition == "InVpc"
     assert outside == {"Ref": "AWS::NoValue"}
@@ -321,27 +480,67 @@ def test_example_consumer_reads_only_its_own_app_and_no_secret(
     statements = _function_statements(resources, "ExampleConsumerFunction")
     assert _grants(statements) == {
         "dynamodb:GetItem": [TABLE_ARN],
-        "lambda:InvokeFunction": [REFRESHER_ARN],
+        "kms:Decrypt": [KMS_KEY_REF],
+        # The consumer entry point only: never the refresher (a forced refresh).
+        "lambda:InvokeFunction": [PASSIVE_ARN],
     }
-    assert not _contains_wildcard(statements)
-    (read,) = [s for s in statements if s["Action"] in ("dynamodb:GetItem", ["dynamodb:GetItem"])]
+    assert not _contains_wildcard(_expand(statements))
+    _assert_decrypt_only_with_the_table_key(statements)
+    (read,) = [s for s in _expand(statements) if s["Action"] == "dynamodb:GetItem"]
     assert read["Condition"] == {
         "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [{"Ref": "ExampleAppId"}]}
     }
 
 
-def test_consumer_managed_policy_reads_the_table_and_requests_refreshes_only(
-    resources: dict[str, Any],
-) -> None:
+def _consumer_statements(resources: dict[str, Any]) -> list[Any]:
     policy = resources["ConsumerPolicy"]
     assert policy["Type"] == "AWS::IAM::ManagedPolicy"
-    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    statements: list[Any] = policy["Properties"]["PolicyDocument"]["Statement"]
+    return statements
+
+
+def test_consumer_managed_policy_reads_and_asks_the_passive_function_only(
+    resources: dict[str, Any],
+) -> None:
+    statements = _consumer_statements(resources)
     assert _grants(statements) == {
         "dynamodb:GetItem": [TABLE_ARN],
-        "lambda:InvokeFunction": [REFRESHER_ARN],
+        "kms:Decrypt": [KMS_KEY_REF],
+        "lambda:InvokeFunction": [PASSIVE_ARN],
     }
-    assert not _contains_wildcard(statements)
-    assert "dynamodb:LeadingKeys" in policy["Properties"]["Description"]
+    _assert_decrypt_only_with_the_table_key(statements)
+    # Whatever else changes: a consumer can never invoke the refresher (force, any app).
+    for document in (statements, _function_statements(resources, "ExampleConsumerFunction")):
+        assert "RefresherFunction" not in json.dumps(document)
+    description = resources["ConsumerPolicy"]["Properties"]["Description"]
+    assert "dynamodb:LeadingKeys" in description
+    assert "instead of this one, not next to it" in description
+
+
+def test_consumer_policy_reads_only_the_app_ids_the_parameter_lists(
+    template: dict[str, Any],
+) -> None:
+    parameter = template["Parameters"]["ConsumerAppIds"]
+    assert parameter["Type"] == "CommaDelimitedList"
+    # No default: who reads which app's token is decided when deploying, not by us.
+    assert "Default" not in parameter
+    (read,) = [
+        s
+        for s in _expand(_consumer_statements(template["Resources"]))
+        if s["Sid"] == "ReadCredentials"
+    ]
+    assert read["Action"] == "dynamodb:GetItem"
+    assert read["Resource"] == TABLE_ARN
+    scoped = {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": {"Ref": "ConsumerAppIds"}}}
+    assert read["Condition"] == {"Fn::If": ["ConsumersReadEveryApp", NO_VALUE, scoped]}
+    # Only exactly "*" drops the condition (the broad policy, chosen explicitly).
+    every = "ConsumersReadEveryApp"
+    assert _evaluate_condition(template, every, {"ConsumerAppIds": "*"})
+    for scoped_value in ("wx1", "wx1,wx2", "*,wx1", "wx1,*", "", "**"):
+        assert not _evaluate_condition(template, every, {"ConsumerAppIds": scoped_value})
+    # "" leaves LeadingKeys [""], which matches nothing: DynamoDB keys are never empty.
+    assert "fail closed" in parameter["Description"]
+    assert "Exactly * grants every app" in parameter["Description"]
 
 
 def _statements_anywhere(value: Any) -> list[dict[str, Any]]:
@@ -353,21 +552,86 @@ def _statements_anywhere(value: Any) -> list[dict[str, Any]]:
     return []
 
 
-def test_nothing_but_the_refresher_may_read_the_secret(resources: dict[str, Any]) -> None:
+WECHAT_CALLER_ROLES = {
+    "RefresherRole": "RefresherFunction",
+    "PassiveRefreshRole": "PassiveRefreshFunction",
+}
+
+
+def test_nothing_but_the_refresher_roles_may_read_the_secret(resources: dict[str, Any]) -> None:
     readers = {
         logical_id
         for logical_id, resource in resources.items()
         for statement in _statements_anywhere(resource.get("Properties", {}))
-        if any(str(a).startswith("secretsmanager:") for a in _as_list(statement["Action"]))
+        if statement["Effect"] == "Allow"
+        and any(str(a).startswith("secretsmanager:") for a in _as_list(statement["Action"]))
     }
-    assert readers == {"RefresherRole"}
-    # ...and that role belongs to the refresher alone.
-    role_users = {
-        logical_id
-        for logical_id, resource in resources.items()
-        if "RefresherRole" in json.dumps(resource.get("Properties", {}))
+    assert readers == set(WECHAT_CALLER_ROLES)
+    # ...and each role belongs to its function alone (the secret's policy names them too).
+    for role, function in WECHAT_CALLER_ROLES.items():
+        role_users = {
+            logical_id
+            for logical_id, resource in resources.items()
+            if f'"{role}"' in json.dumps(resource.get("Properties", {}))
+        }
+        assert role_users == {function, "AppRegistrySecretPolicy"}, role
+
+
+def test_the_secret_denies_reading_to_all_but_the_refresher_roles(
+    template: dict[str, Any],
+) -> None:
+    resources = template["Resources"]
+    policy = resources["AppRegistrySecretPolicy"]
+    assert policy["Type"] == "AWS::SecretsManager::ResourcePolicy"
+    props = policy["Properties"]
+    assert props["SecretId"] == SECRET_ARN
+    assert props["BlockPublicPolicy"] is True
+    (deny,) = props["ResourcePolicy"]["Statement"]
+    assert deny["Effect"] == "Deny"
+    assert deny["Principal"] == "*"
+    assert _as_list(deny["Action"]) == ["secretsmanager:GetSecretValue"]
+    assert deny["Resource"] == "*"
+    # A negated operator over aws:PrincipalArn: denied unless the caller is one of these.
+    ((operator, keys),) = deny["Condition"].items()
+    assert operator in ("ArnNotEquals", "StringNotEquals")
+    assert set(keys) == {"aws:PrincipalArn"}
+    exempt = keys["aws:PrincipalArn"]
+    assert exempt == [
+        {"Fn::GetAtt": ["RefresherRole", "Arn"]},
+        {"Fn::GetAtt": ["PassiveRefreshRole", "Arn"]},
+        {"Fn::If": ["HasBreakGlassRole", {"Ref": "BreakGlassRoleArn"}, NO_VALUE]},
+    ]
+    # The break-glass role is optional and off by default.
+    break_glass = template["Parameters"]["BreakGlassRoleArn"]
+    assert break_glass["Default"] == ""
+    assert not _evaluate_condition(template, "HasBreakGlassRole", {})
+    role_arn = "arn:aws:iam::123456789012:role/admin/wechat-token-break-glass"
+    assert _evaluate_condition(template, "HasBreakGlassRole", {"BreakGlassRoleArn": role_arn})
+    assert re.fullmatch(break_glass["AllowedPattern"], role_arn)
+    assert not re.fullmatch(break_glass["AllowedPattern"], "arn:aws:iam::123456789012:user/bob")
+    # The runbook for administrators exists.
+    anchors = _github_anchors(OPERATIONS_DOC.read_text(encoding="utf-8"))
+    assert "reading-the-app-registry" in anchors
+
+
+def test_table_key_is_optional_and_used_when_given(template: dict[str, Any]) -> None:
+    parameter = template["Parameters"]["TableKmsKeyArn"]
+    assert parameter["Default"] == ""
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    assert re.fullmatch(parameter["AllowedPattern"], "")
+    assert re.fullmatch(parameter["AllowedPattern"], key)
+    # An alias cannot be the Resource of a kms:Decrypt grant: key ARNs only.
+    assert not re.fullmatch(
+        parameter["AllowedPattern"], "arn:aws:kms:us-east-1:123456789012:alias/x"
+    )
+    assert not _evaluate_condition(template, "HasTableKmsKey", {})
+    assert _evaluate_condition(template, "HasTableKmsKey", {"TableKmsKeyArn": key})
+    sse = _props(template["Resources"], "TokenTable")["SSESpecification"]
+    assert sse == {
+        "SSEEnabled": True,
+        "SSEType": {"Fn::If": ["HasTableKmsKey", "KMS", NO_VALUE]},
+        "KMSMasterKeyId": {"Fn::If": ["HasTableKmsKey", KMS_KEY_REF, NO_VALUE]},
     }
-    assert role_users == {"RefresherFunction"}
 
 
 def test_parameters_have_descriptions_and_safe_bounds(template: dict[str, Any]) -> None:
@@ -380,9 +644,13 @@ def test_parameters_have_descriptions_and_safe_bounds(template: dict[str, Any]) 
         "WeChatApiBaseUrl",
         "WeComApiBaseUrl",
         "ExampleAppId",
+        "ConsumerAppIds",
+        "TableKmsKeyArn",
+        "BreakGlassRoleArn",
         "LogLevel",
         "AlarmTopicArn",
         "AlarmEmail",
+        "ExpiryAlarmThresholdSeconds",
         "ExpiryAlarmWindowMinutes",
         "VpcSubnetIds",
         "VpcSecurityGroupIds",
@@ -391,7 +659,7 @@ def test_parameters_have_descriptions_and_safe_bounds(template: dict[str, Any]) 
     budget = parameters["DailyCallBudget"]
     assert budget["Default"] == 1000
     assert budget["MaxValue"] < 2000  # WeChat's daily quota per app
-    assert parameters["RefreshIntervalSeconds"]["Default"] == 3600
+    assert parameters["RefreshIntervalSeconds"]["Default"] == 120
     assert parameters["RefreshConcurrency"]["Default"] == 16
     assert parameters["WeChatApiBaseUrl"]["Default"] == "https://api.weixin.qq.com"
     assert parameters["WeComApiBaseUrl"]["Default"] == "https://qyapi.weixin.qq.com"
@@ -413,23 +681,41 @@ def test_event_payloads() -> None:
         "app_id": "wx0000000000000000",
         "force": True,
     }
-    passive = json.loads((EVENTS / "passive_refresh.json").read_text())
+    # Exactly what passive_handler accepts: these four fields and nothing else.
+    passive = json.loads((EVENTS / "passive.json").read_text())
+    assert set(passive) == {"app_id", "kind", "stale_token", "errcode"}
     assert passive["app_id"] == "wx0000000000000000"
     assert passive["kind"] == "access_token"
-    assert passive["stale_token"].startswith("sha256:")
+    assert re.fullmatch(r"sha256:[0-9a-f]{10}", passive["stale_token"])
+    assert passive["errcode"] == 40001
+    # The refresher's own entry point takes no consumer reports any more.
+    assert not (EVENTS / "passive_refresh.json").exists()
     assert isinstance(json.loads((EVENTS / "consumer.json").read_text()), dict)
 
 
 def test_env_file_sets_only_what_each_function_declares(template: dict[str, Any]) -> None:
     """sam local invoke ignores names the template does not declare (AWS_* aside)."""
     env_file = json.loads((EVENTS / "env.json").read_text())
-    for logical_id in ("RefresherFunction", "ExampleConsumerFunction"):
+    assert set(env_file) == {
+        "RefresherFunction",
+        "PassiveRefreshFunction",
+        "ExampleConsumerFunction",
+    }
+    for logical_id in env_file:
         declared = set(_effective_env(template, logical_id))
         section = env_file[logical_id]
         assert all(isinstance(value, str) for value in section.values())
         assert {name for name in section if not name.startswith("AWS_")} <= declared
         assert section["TOKEN_TABLE_NAME"] == "wechat-token-local"
     assert env_file["RefresherFunction"]["WECHAT_APPS_SECRET_ID"] == "wechat-token/apps"
+    assert env_file["PassiveRefreshFunction"] == env_file["RefresherFunction"]
+    # The same schedule and due rule as the template's defaults.
+    rule = _due_rule(template)
+    assert env_file["RefresherFunction"]["REFRESH_INTERVAL_SECONDS"] == f"{rule['interval']:g}"
+    assert env_file["RefresherFunction"]["REFRESH_SLACK_SECONDS"] == f"{rule['slack']:g}"
+    consumer = env_file["ExampleConsumerFunction"]
+    assert consumer["PASSIVE_REFRESH_FUNCTION_NAME"] == "PassiveRefreshFunction"
+    assert "REFRESHER_FUNCTION_NAME" not in consumer
 
 
 # ------------------------------------------------------------------ operations (alarms etc.)
@@ -480,6 +766,7 @@ def _evaluate_condition(template: dict[str, Any], name: str, overrides: dict[str
 
 ALARMS = {
     "RefresherErrorsAlarm": ("AWS/Lambda", "Errors"),
+    "PassiveRefreshErrorsAlarm": ("AWS/Lambda", "Errors"),
     "RefresherEventsDroppedAlarm": ("AWS/Lambda", "AsyncEventsDropped"),
     "RefresherDestinationFailuresAlarm": ("AWS/Lambda", "DestinationDeliveryFailures"),
     "RefresherFailureQueueAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
@@ -487,6 +774,8 @@ ALARMS = {
     "TokenCloseToExpiryAlarm": (METRICS_NAMESPACE, "MinSecondsToExpiry"),
     "BudgetNearlySpentAlarm": (METRICS_NAMESPACE, "BudgetRemaining"),
     "ForeignRotationAlarm": (METRICS_NAMESPACE, "ForeignRotation"),
+    "RegistryFallbackAlarm": (METRICS_NAMESPACE, "RegistryFallback"),
+    "RegistryEntryRefusedAlarm": (METRICS_NAMESPACE, "InvalidRegistryEntries"),
 }
 
 
@@ -506,8 +795,11 @@ def test_the_alarms_watch_what_the_runbooks_describe(resources: dict[str, Any]) 
         assert (metric["Namespace"], metric["MetricName"]) == (namespace, metric_name), logical_id
     lambda_alarms = [a for a, (ns, _) in ALARMS.items() if ns == "AWS/Lambda"]
     for logical_id in lambda_alarms:
+        function = (
+            "PassiveRefreshFunction" if logical_id.startswith("Passive") else "RefresherFunction"
+        )
         assert alarms[logical_id]["Dimensions"] == [
-            {"Name": "FunctionName", "Value": {"Ref": "RefresherFunction"}}
+            {"Name": "FunctionName", "Value": {"Ref": function}}
         ]
     queue_dimensions = {
         json.dumps(alarms[a]["Dimensions"])
@@ -536,6 +828,9 @@ def test_counting_alarms_fire_on_the_first_event(resources: dict[str, Any]) -> N
     alarms = _alarms(resources)
     for logical_id in (
         "RefresherErrorsAlarm",
+        "PassiveRefreshErrorsAlarm",
+        "RegistryFallbackAlarm",
+        "RegistryEntryRefusedAlarm",
         "RefresherEventsDroppedAlarm",
         "RefresherDestinationFailuresAlarm",
         "RefresherFailureQueueAlarm",
@@ -573,21 +868,170 @@ def test_token_close_to_expiry_alarm_also_fires_when_the_refresher_goes_quiet(
     props = _alarms(template["Resources"])["TokenCloseToExpiryAlarm"]
     assert props["Statistic"] == "Minimum"
     assert props["ComparisonOperator"] == "LessThanThreshold"
-    # After a good run every credential has more than one interval left.
-    assert props["Threshold"] == {"Ref": "RefreshIntervalSeconds"}
-    # No report at all (refresher not running) must alarm too.
+    assert props["Threshold"] == {"Ref": "ExpiryAlarmThresholdSeconds"}
+    # No report at all (the schedule stopped) must alarm too.
     assert props["TreatMissingData"] == "breaching"
     # Every 1-minute period of the window must breach: one healthy run keeps it quiet.
     assert props["Period"] == 60
     assert props["EvaluationPeriods"] == {"Ref": "ExpiryAlarmWindowMinutes"}
     assert props["DatapointsToAlarm"] == {"Ref": "ExpiryAlarmWindowMinutes"}
     parameters = template["Parameters"]
-    window = parameters["ExpiryAlarmWindowMinutes"]["Default"]
-    interval_minutes = parameters["RefreshIntervalSeconds"]["Default"] // 60
-    # Longer than the gap between two runs (with some minutes for a late or slow run), and
-    # shorter than interval + the refresher's 15-minute margin: a credential just short of
-    # due when the refresher stopped still lives when the alarm fires.
-    assert interval_minutes + 5 <= window < interval_minutes + 15
+    assert parameters["ExpiryAlarmThresholdSeconds"]["Default"] == 1800
+    window = parameters["ExpiryAlarmWindowMinutes"]
+    # CloudWatch: Period x EvaluationPeriods at most one day.
+    assert window["MaxValue"] * 60 <= 86400
+
+
+def _healthy_minima(rule: dict[str, float]) -> dict[str, float]:
+    """The least time left a healthy run can see, per type: a credential just above its due
+    threshold at one run is one period older at the next."""
+    return {
+        "classic": rule["interval"] + rule["slack"] - rule["interval"],
+        # The 2-minute run looks at stable credentials too (not only the 30-minute one).
+        "stable": rule["stable_due_below"] - rule["interval"],
+    }
+
+
+def test_expiry_alarm_threshold_is_below_every_healthy_minimum(template: dict[str, Any]) -> None:
+    rule = _due_rule(template)
+    minima = _healthy_minima(rule)
+    assert minima == {"classic": 3780, "stable": 2580}
+    parameters = template["Parameters"]
+    threshold = parameters["ExpiryAlarmThresholdSeconds"]
+    # With a margin for a late or slow run (a few minutes), at the default and at the largest
+    # threshold the parameter allows.
+    for value in (threshold["Default"], threshold["MaxValue"]):
+        assert value + 120 <= min(minima.values()), value
+    window_seconds = parameters["ExpiryAlarmWindowMinutes"]["Default"] * 60
+    # A credential that stops being renewed alarms with a quarter of an hour to spare...
+    assert threshold["Default"] - window_seconds >= 15 * 60
+    # ...and the window spans several runs, so one missing report never alarms.
+    assert window_seconds >= 4 * rule["interval"]
+
+
+# ------------------------------------------------------- the alarm through a simulated day
+
+
+@dataclass
+class _Credential:
+    name: str
+    stable: bool
+    expires_at: float
+    renewable_until: float = float("inf")  # after this, every renewal fails
+
+
+def _simulate_expiry_alarm(
+    template: dict[str, Any],
+    credentials: list[_Credential],
+    *,
+    hours: float = 24,
+    schedule_stops_at: float = float("inf"),
+) -> tuple[list[float], dict[str, list[tuple[float, float]]]]:
+    """Runs the template's two schedules over ``credentials`` with the refresher's due rule,
+    reports MinSecondsToExpiry per run, and evaluates TokenCloseToExpiryAlarm the way
+    CloudWatch does (1-minute Minimum, missing = breaching, all of the window breaching).
+
+    Each run reports the least time left *before* it renews anything (the conservative
+    reading), a few seconds after it was scheduled. Returns the minutes at which the alarm
+    is in ALARM, and per credential its (time, seconds left) at each run.
+    """
+    rule = _due_rule(template)
+    parameters = template["Parameters"]
+    threshold = float(parameters["ExpiryAlarmThresholdSeconds"]["Default"])
+    window = int(parameters["ExpiryAlarmWindowMinutes"]["Default"])
+    stored = float(STORED_LIFE_SECONDS)
+    runs = [(k * rule["interval"], False) for k in range(int(hours * 3600 / rule["interval"]))]
+    runs += [
+        (k * rule["stable_interval"], True)
+        for k in range(int(hours * 3600 / rule["stable_interval"]))
+    ]
+    datapoints: dict[int, float] = {}
+    seen: dict[str, list[tuple[float, float]]] = {c.name: [] for c in credentials}
+    for index, (at, stable_run) in enumerate(sorted(runs)):
+        if at >= schedule_stops_at:
+            continue
+        now = at + 3 + 17 * ((index * 7919) % 13) / 13  # 3-20 s after the scheduled minute
+        looked_at = [c for c in credentials if c.stable or not stable_run]
+        if not looked_at:
+            continue
+        lefts = []
+        for credential in looked_at:
+            left = credential.expires_at - now
+            lefts.append(left)
+            seen[credential.name].append((now, left))
+            due_below = (
+                rule["stable_due_below"] if credential.stable else rule["interval"] + rule["slack"]
+            )
+            if left < due_below and now < credential.renewable_until:
+                credential.expires_at = now + stored
+        minute = int(now // 60)
+        datapoints[minute] = min(datapoints.get(minute, float("inf")), max(0.0, min(lefts)))
+    in_alarm = []
+    for minute in range(window, int(hours * 60)):
+        last = range(minute - window + 1, minute + 1)
+        if all(datapoints.get(m, -1.0) < threshold for m in last):
+            in_alarm.append(minute * 60.0)
+    return in_alarm, seen
+
+
+def _mixed_apps(start_ages: list[float]) -> list[_Credential]:
+    """Classic, WeCom and stable credentials of every age (WeCom tokens live 7200 s too)."""
+    stored = float(STORED_LIFE_SECONDS)
+    credentials = []
+    for index, age in enumerate(start_ages):
+        for kind, stable in (("classic", False), ("wecom", False), ("stable", True)):
+            credentials.append(_Credential(f"{kind}-{index}", stable, stored - age))
+    return credentials
+
+
+AGES = [0.0, 1000.0, 2999.0, 3001.0, 3500.0, 4199.0, 4201.0, 5000.0]
+
+
+def test_expiry_alarm_stays_quiet_through_a_healthy_day_of_mixed_apps(
+    template: dict[str, Any],
+) -> None:
+    credentials = _mixed_apps(AGES)
+    in_alarm, seen = _simulate_expiry_alarm(template, credentials)
+    assert in_alarm == []
+    minima = _healthy_minima(_due_rule(template))
+    # After the first hour (when the initial ages have been renewed away) every run sees at
+    # least the healthy minimum of the credential's type, give or take a run's lateness.
+    for credential in credentials:
+        steady = [left for at, left in seen[credential.name] if at > 3600]
+        floor = minima["stable" if credential.stable else "classic"]
+        assert min(steady) >= floor - 30, credential.name
+
+
+def test_expiry_alarm_fires_soon_after_the_schedule_stops(template: dict[str, Any]) -> None:
+    stop = 10 * 3600.0
+    credentials = _mixed_apps(AGES)
+    in_alarm, _ = _simulate_expiry_alarm(template, credentials, schedule_stops_at=stop)
+    assert in_alarm, "a stopped schedule must alarm"
+    first = in_alarm[0]
+    window = template["Parameters"]["ExpiryAlarmWindowMinutes"]["Default"]
+    assert first <= stop + (window + 2) * 60
+    # Long before any consumer fails: before any credential even gets below the threshold
+    # (classic ones still have about 50 minutes, stable ones about 30).
+    threshold = template["Parameters"]["ExpiryAlarmThresholdSeconds"]["Default"]
+    assert min(c.expires_at for c in credentials) - first >= threshold
+    classic = [c.expires_at for c in credentials if not c.stable]
+    assert min(classic) - first >= 50 * 60
+
+
+@pytest.mark.parametrize("stable", [False, True])
+def test_expiry_alarm_fires_before_a_credential_that_is_not_renewed_expires(
+    template: dict[str, Any], stable: bool
+) -> None:
+    credentials = _mixed_apps(AGES)
+    failing = next(c for c in credentials if c.stable is stable)
+    failing.renewable_until = 8 * 3600.0
+    in_alarm, _ = _simulate_expiry_alarm(template, credentials)
+    assert in_alarm, failing.name
+    # At least a quarter of an hour before consumers get TokenExpiredError.
+    assert failing.expires_at - in_alarm[0] >= 15 * 60
+    # And not before the credential really was below the threshold.
+    threshold = template["Parameters"]["ExpiryAlarmThresholdSeconds"]["Default"]
+    assert failing.expires_at - in_alarm[0] < threshold
 
 
 def test_budget_alarm_is_a_percentage_of_the_daily_budget(resources: dict[str, Any]) -> None:
@@ -603,10 +1047,14 @@ def test_budget_alarm_is_a_percentage_of_the_daily_budget(resources: dict[str, A
     assert props["TreatMissingData"] == "ignore"
 
 
-def test_failed_invocations_are_retried_then_queued(resources: dict[str, Any]) -> None:
+def test_failed_runs_are_queued_and_the_next_run_is_the_retry(
+    resources: dict[str, Any],
+) -> None:
     config = _props(resources, "RefresherFunction")["EventInvokeConfig"]
+    # No Lambda retries: with a run every 2 minutes they would only multiply the WeChat
+    # attempts of a failing run (an outage would spend the daily budget three times faster).
     assert config == {
-        "MaximumRetryAttempts": 2,
+        "MaximumRetryAttempts": 0,
         "MaximumEventAgeInSeconds": 900,
         "DestinationConfig": {"OnFailure": {"Type": "SQS", "Destination": FAILURE_QUEUE_ARN}},
     }
@@ -656,7 +1104,8 @@ def test_vpc_is_optional_and_needs_security_groups(template: dict[str, Any]) -> 
             {"Ref": "AWS::NoValue"},
         ]
     }
-    # Only the refresher calls WeChat, so only it needs the fixed egress IP.
+    # Both functions that call WeChat need the fixed egress IP, and only they.
+    assert _props(template["Resources"], "PassiveRefreshFunction")["VpcConfig"] == vpc_config
     assert "VpcConfig" not in _props(template["Resources"], "ExampleConsumerFunction")
     assert "VpcConfig" not in template["Globals"]["Function"]
     rule = template["Rules"]["VpcNeedsSecurityGroups"]
@@ -678,4 +1127,8 @@ def test_operations_doc_has_the_runbooks() -> None:
         "budget-nearly-spent",
         "foreign-rotation",
         "failure-queues",
+        "registry-fallback",
+        "registry-entry-refused",
+        "passive-refresh-failing",
+        "reading-the-app-registry",
     } <= anchors

@@ -9,11 +9,14 @@
   (``.venv-sam``, ``SAM_PYTHON``, or the ``sam`` on PATH); skipped without one.
 
 The rules: no ``*`` in any action; ``*`` as a resource only for X-Ray's trace actions
-(they support no resource-level permissions); only the refresher's role reads the app
-secret; the example consumer reads only its own app's records (``dynamodb:LeadingKeys``);
-the refresher cannot scan, query or delete; every role is trusted by its own service only;
-queues, topic and table encrypted; table with point-in-time recovery and retained; every
-log group with a retention; every checkov skip with a reason.
+(they support no resource-level permissions); only the refresher's two roles (scheduled and
+passive) read the app secret, and the secret's resource policy denies it to everyone else;
+no consumer may invoke the refresher, only the passive function; the example consumer reads
+only its own app's records (``dynamodb:LeadingKeys``); the refresher cannot scan, query,
+delete or put whole items; kms:Decrypt only on the optional table key, through DynamoDB;
+every role is trusted by its own service only; queues, topic and table encrypted; table
+with point-in-time recovery and retained; every log group with a retention; every checkov
+skip with a reason.
 """
 
 from __future__ import annotations
@@ -40,15 +43,23 @@ CHECKOV_CONFIG = ROOT / ".checkov.yaml"
 
 TABLE_ARN = {"Fn::GetAtt": ["TokenTable", "Arn"]}
 SECRET_REF = {"Ref": "AppRegistrySecret"}
+NO_VALUE = {"Ref": "AWS::NoValue"}
+PASSIVE_ARN = {"Fn::GetAtt": ["PassiveRefreshFunction", "Arn"]}
 LEADING_KEYS_OWN_APP = {
     "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [{"Ref": "ExampleAppId"}]}
 }
 
 # X-Ray's documented exception: these actions cannot be scoped to a resource.
 XRAY_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-# The refresher reads and writes single records; nothing that lists or removes them.
-REFRESHER_DYNAMODB_ACTIONS = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+# The refresher reads and updates single records; nothing that lists, replaces or removes them.
+REFRESHER_DYNAMODB_ACTIONS = {"dynamodb:GetItem", "dynamodb:UpdateItem"}
+# The roles that call WeChat (and so read the registry): the refresher's and the passive one's.
+WECHAT_CALLER_ROLES = {
+    "RefresherRole": "RefresherFunction",
+    "PassiveRefreshRole": "PassiveRefreshFunction",
+}
 FORBIDDEN_DYNAMODB_ACTIONS = {
+    "dynamodb:PutItem",
     "dynamodb:Scan",
     "dynamodb:Query",
     "dynamodb:DeleteItem",
@@ -182,6 +193,19 @@ def _function_role(function_id: str, props: dict[str, Any]) -> str:
     return str(role["Ref"])
 
 
+def _expand(statements: list[Any]) -> list[dict[str, Any]]:
+    """Statements with ``Fn::If`` ones replaced by each branch that is a statement (a grant
+    that exists only under a condition is checked like any other)."""
+    found: list[dict[str, Any]] = []
+    for statement in statements:
+        if isinstance(statement, dict) and "Fn::If" in statement:
+            _, when_true, when_false = statement["Fn::If"]
+            found += _expand([b for b in (when_true, when_false) if b != NO_VALUE])
+        else:
+            found.append(statement)
+    return found
+
+
 def _identity_statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(owner, statement) for every identity-based statement; owner is the role or policy."""
     found: list[tuple[str, dict[str, Any]]] = []
@@ -190,11 +214,12 @@ def _identity_statements(template: dict[str, Any]) -> list[tuple[str, dict[str, 
         kind = resource["Type"]
         if kind == "AWS::IAM::Role":
             for policy in props.get("Policies", []):
-                found += [(logical_id, s) for s in policy["PolicyDocument"]["Statement"]]
+                statements = _expand(policy["PolicyDocument"]["Statement"])
+                found += [(logical_id, s) for s in statements]
         elif kind in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
             owners = [logical_id, *[r["Ref"] for r in props.get("Roles", [])]]
             for owner in owners:
-                found += [(owner, s) for s in props["PolicyDocument"]["Statement"]]
+                found += [(owner, s) for s in _expand(props["PolicyDocument"]["Statement"])]
         elif kind == "AWS::Serverless::Function":
             owner = _function_role(logical_id, props)
             for policy in props.get("Policies", []):
@@ -202,7 +227,7 @@ def _identity_statements(template: dict[str, Any]) -> list[tuple[str, dict[str, 
                 # are broader than they look.
                 assert isinstance(policy, dict), f"{logical_id}: managed policy {policy}"
                 assert "Statement" in policy, f"{logical_id}: SAM policy template {policy}"
-                found += [(owner, s) for s in policy["Statement"]]
+                found += [(owner, s) for s in _expand(policy["Statement"])]
     return found
 
 
@@ -212,11 +237,13 @@ def _resource_policies(template: dict[str, Any]) -> list[tuple[str, dict[str, An
         props = resource.get("Properties") or {}
         document = props.get("KeyPolicy") or (
             props.get("PolicyDocument")
-            if resource["Type"].endswith(("TopicPolicy", "QueuePolicy", "ResourcePolicy"))
+            if resource["Type"].endswith(("TopicPolicy", "QueuePolicy"))
             else None
         )
+        if resource["Type"] == "AWS::SecretsManager::ResourcePolicy":
+            document = props["ResourcePolicy"]
         if document:
-            found += [(logical_id, s) for s in document["Statement"]]
+            found += [(logical_id, s) for s in _expand(document["Statement"])]
     return found
 
 
@@ -287,39 +314,102 @@ def test_wildcard_resources_only_for_xray(variant: tuple[str, dict[str, Any]]) -
             assert _actions(statement) <= XRAY_ACTIONS, f"{owner}: {statement}"
 
 
-def test_only_the_refresher_role_reads_the_secret(variant: tuple[str, dict[str, Any]]) -> None:
+def test_only_the_refresher_roles_read_the_secret(variant: tuple[str, dict[str, Any]]) -> None:
     _, template = variant
     readers = {
         owner
         for owner, statement in _identity_statements(template)
         if any(action.startswith("secretsmanager:") for action in _actions(statement))
     }
-    assert readers == {"RefresherRole"}
-    grants = _grants_of(template, "RefresherRole")
-    secret_grants = {a: r for a, r in grants.items() if a.startswith("secretsmanager:")}
-    assert secret_grants == {"secretsmanager:GetSecretValue": [SECRET_REF]}
-    # Its role is the refresher's alone, and no resource policy opens the secret up.
-    users = {
-        logical_id
-        for logical_id, resource in _of_type(
-            template, "AWS::Serverless::Function", "AWS::Lambda::Function"
-        ).items()
-        if resource["Properties"].get("Role") == {"Fn::GetAtt": ["RefresherRole", "Arn"]}
-    }
-    assert users == {"RefresherFunction"}
-    assert not _of_type(template, "AWS::SecretsManager::ResourcePolicy")
+    assert readers == set(WECHAT_CALLER_ROLES)
+    for role, function in WECHAT_CALLER_ROLES.items():
+        grants = _grants_of(template, role)
+        secret_grants = {a: r for a, r in grants.items() if a.startswith("secretsmanager:")}
+        assert secret_grants == {"secretsmanager:GetSecretValue": [SECRET_REF]}
+        # Each role is its function's alone.
+        users = {
+            logical_id
+            for logical_id, resource in _of_type(
+                template, "AWS::Serverless::Function", "AWS::Lambda::Function"
+            ).items()
+            if resource["Properties"].get("Role") == {"Fn::GetAtt": [role, "Arn"]}
+        }
+        assert users == {function}, role
 
 
-def test_refresher_reads_and_writes_single_records_only(
+def test_the_secret_policy_denies_reading_to_everyone_else(
     variant: tuple[str, dict[str, Any]],
 ) -> None:
     _, template = variant
-    grants = _grants_of(template, "RefresherRole")
-    dynamodb = {a: r for a, r in grants.items() if a.startswith("dynamodb:")}
-    assert set(dynamodb) == REFRESHER_DYNAMODB_ACTIONS
-    assert all(resources == [TABLE_ARN] for resources in dynamodb.values())
+    policies = _of_type(template, "AWS::SecretsManager::ResourcePolicy")
+    assert set(policies) == {"AppRegistrySecretPolicy"}
+    props = policies["AppRegistrySecretPolicy"]["Properties"]
+    assert props["SecretId"] == SECRET_REF
+    assert props["BlockPublicPolicy"] is True
+    statements = props["ResourcePolicy"]["Statement"]
+    # Only a Deny: the policy opens the secret to nobody.
+    assert [s["Effect"] for s in statements] == ["Deny"]
+    (deny,) = statements
+    assert _actions(deny) == {"secretsmanager:GetSecretValue"}
+    assert deny["Principal"] == "*"
+    ((operator, keys),) = deny["Condition"].items()
+    assert operator in ("ArnNotEquals", "StringNotEquals")
+    exempt = keys["aws:PrincipalArn"]
+    assert exempt[:2] == [{"Fn::GetAtt": [role, "Arn"]} for role in WECHAT_CALLER_ROLES]
+    # The only other exemption is the optional break-glass role.
+    break_glass = {"Fn::If": ["HasBreakGlassRole", {"Ref": "BreakGlassRoleArn"}, NO_VALUE]}
+    assert exempt[2:] == [break_glass]
+
+
+def test_consumers_may_invoke_the_passive_function_only(
+    variant: tuple[str, dict[str, Any]],
+) -> None:
+    _, template = variant
+    for owner in ("ConsumerPolicy", "ExampleConsumerFunctionRole"):
+        invoke = _grants_of(template, owner).get("lambda:InvokeFunction")
+        assert invoke == [PASSIVE_ARN], owner
+    # Nothing but the schedules' roles may invoke the refresher itself.
+    refresher = {"Fn::GetAtt": ["RefresherFunction", "Arn"]}
+    invokers = {
+        owner
+        for owner, statement in _identity_statements(template)
+        if "lambda:InvokeFunction" in _actions(statement)
+        and refresher in _as_list(statement["Resource"])
+    }
+    assert invokers <= {
+        "RefresherFunctionScheduledRefreshRole",
+        "RefresherFunctionStableScheduledRefreshRole",
+    }
+
+
+def test_refresher_roles_read_and_update_single_records_only(
+    variant: tuple[str, dict[str, Any]],
+) -> None:
+    _, template = variant
+    for role in WECHAT_CALLER_ROLES:
+        grants = _grants_of(template, role)
+        dynamodb = {a: r for a, r in grants.items() if a.startswith("dynamodb:")}
+        assert set(dynamodb) == REFRESHER_DYNAMODB_ACTIONS, role
+        assert all(resources == [TABLE_ARN] for resources in dynamodb.values())
     for owner, statement in _identity_statements(template):
         assert not _actions(statement) & FORBIDDEN_DYNAMODB_ACTIONS, owner
+
+
+def test_kms_decrypt_only_on_the_optional_table_key_through_dynamodb(
+    variant: tuple[str, dict[str, Any]],
+) -> None:
+    _, template = variant
+    decrypters = set()
+    for owner, statement in _identity_statements(template):
+        kms = {a for a in _actions(statement) if a.startswith("kms:")}
+        if not kms:
+            continue
+        decrypters.add(owner)
+        assert kms == {"kms:Decrypt"}, owner
+        assert _as_list(statement["Resource"]) == [{"Ref": "TableKmsKeyArn"}], owner
+        via = statement["Condition"]["StringEquals"]["kms:ViaService"]
+        assert via == {"Fn::Sub": "dynamodb.${AWS::Region}.amazonaws.com"}, owner
+    assert decrypters == {*WECHAT_CALLER_ROLES, "ConsumerPolicy", "ExampleConsumerFunctionRole"}
 
 
 def test_example_consumer_reads_only_its_own_app(variant: tuple[str, dict[str, Any]]) -> None:
@@ -365,21 +455,20 @@ def test_managed_policies_are_the_documented_aws_ones(
         ):
             assert name in ALLOWED_MANAGED_POLICIES, f"{logical_id}: {name}"
             if name == VPC_POLICY:
-                # ENI management only for the refresher, and only when it is in a VPC.
-                assert logical_id == "RefresherRole"
+                # ENI management only for the WeChat callers, and only when in a VPC.
+                assert logical_id in WECHAT_CALLER_ROLES
                 assert conditional
-    managed = _managed_policy_names(
-        _resources(template)["RefresherRole"]["Properties"]["ManagedPolicyArns"]
-    )
-    assert managed == [(VPC_POLICY, True)]
-    condition = _resources(template)["RefresherRole"]["Properties"]["ManagedPolicyArns"]
-    assert condition["Fn::If"][0] == "InVpc"
+    for role in WECHAT_CALLER_ROLES:
+        arns = _resources(template)[role]["Properties"]["ManagedPolicyArns"]
+        assert _managed_policy_names(arns) == [(VPC_POLICY, True)]
+        assert arns["Fn::If"][0] == "InVpc"
 
 
 def test_synthesized_roles_are_the_expected_ones(synthesized: dict[str, Any]) -> None:
     roles = _of_type(synthesized, "AWS::IAM::Role")
     assert set(roles) == {
         "RefresherRole",
+        "PassiveRefreshRole",
         "ExampleConsumerFunctionRole",
         "RefresherFunctionScheduledRefreshRole",
         "RefresherFunctionStableScheduledRefreshRole",
@@ -400,12 +489,11 @@ def test_synthesized_roles_are_the_expected_ones(synthesized: dict[str, Any]) ->
         )
     }
     assert consumer <= ALLOWED_MANAGED_POLICIES - {VPC_POLICY}
-    # SAM added nothing to the refresher's own role.
-    assert roles["RefresherRole"] == _resources(load_template(SOURCE))["RefresherRole"]
+    # SAM added nothing to the refresher's own roles.
     functions = _of_type(synthesized, "AWS::Lambda::Function")
-    assert functions["RefresherFunction"]["Properties"]["Role"] == {
-        "Fn::GetAtt": ["RefresherRole", "Arn"]
-    }
+    for role, function in WECHAT_CALLER_ROLES.items():
+        assert roles[role] == _resources(load_template(SOURCE))[role]
+        assert functions[function]["Properties"]["Role"] == {"Fn::GetAtt": [role, "Arn"]}
 
 
 def test_resource_policies_name_principals_and_this_account(
@@ -416,6 +504,10 @@ def test_resource_policies_name_principals_and_this_account(
     assert statements
     own_root = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
     for owner, statement in statements:
+        if statement["Effect"] == "Deny":
+            # A deny opens nothing; the secret's is checked on its own above.
+            assert owner == "AppRegistrySecretPolicy", owner
+            continue
         assert statement["Effect"] == "Allow", owner
         principal = statement["Principal"]
         assert principal not in ("*", {"AWS": "*"}), owner

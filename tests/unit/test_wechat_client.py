@@ -15,9 +15,9 @@ import boto3
 import httpx
 import pytest
 from moto import mock_aws
-from token_refresher.events import RefreshRequest
 from token_refresher.service import RefreshService
 from token_refresher.settings import Settings
+from token_refresher.triggers import Forced, Passive, Scheduled
 from token_refresher.wiring import build_service
 from wechat_token import (
     LambdaPassiveRefresh,
@@ -49,7 +49,7 @@ class Rig:
 
     def passive(self, app_id: str, kind: str, stale: str, errcode: int | None) -> str:
         self.passive_calls.append((app_id, kind, stale, errcode))
-        request = RefreshRequest(app_id=app_id, kind=kind, stale_token=stale, errcode=errcode)
+        request = Passive(app_id=app_id, kind=kind, stale=stale, errcode=errcode)
         return self.service.run(request)[0].outcome
 
     def client(self, **kwargs: Any) -> WeChatClient:
@@ -81,7 +81,7 @@ def rig() -> Iterator[Rig]:
             sleep=lambda _: None,
             rng=random.Random(1),
         )
-        service.run(RefreshRequest())
+        service.run(Scheduled())
         yield Rig(sim, clock, service, dynamodb)
 
 
@@ -94,8 +94,8 @@ def test_calls_carry_the_stored_token(rig: Rig) -> None:
 def test_a_token_rotated_in_the_table_is_picked_up_without_a_passive_refresh(rig: Rig) -> None:
     client = rig.client()
     client.get("/cgi-bin/get_api_domain_ip")  # caches the first token
-    rig.service.run(RefreshRequest(app_id=APP, force=True))
-    rig.service.run(RefreshRequest(app_id=APP, force=True))  # first token now evicted
+    rig.service.run(Forced(APP))
+    rig.service.run(Forced(APP))  # first token now evicted
     assert client.get("/cgi-bin/get_api_domain_ip")["ip_list"]
     assert rig.passive_calls == [], "the table already held a newer token"
 

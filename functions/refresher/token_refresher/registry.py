@@ -8,28 +8,39 @@ consumers ask for:
       "wxabcdef1234567890": {"type": "stable", "secret": "..."},
       "ww0123456789:1000002": {"type": "wecom", "corpid": "ww0123456789", "secret": "..."}
     }
+
+A bad entry fails that entry alone (``Registry.invalid``, by key, never the secret); two
+entries for one WeChat app (same type and appid, or same corpid and secret) would evict each
+other's tokens, so every entry after the first (in key order) is refused, naming both keys.
+When the current secret version cannot be read or parsed, the previous one (AWSPREVIOUS)
+is used and the run says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, ItemsView, Iterator, ValuesView
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from wechat_token.record import TICKET_TYPES
 
 from .errors import RegistryError
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
+logger = logging.getLogger("wechat_token.refresher")
+
 CLASSIC = "classic"
 STABLE = "stable"
 WECOM = "wecom"
 TYPES = (CLASSIC, STABLE, WECOM)
-TICKET_TYPES = ("jsapi", "wx_card", "agent_config")
 _KEY = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 _ENTRY_KEYS = {"type", "secret", "appid", "corpid", "agentid", "tickets", "enabled"}
 
@@ -45,9 +56,48 @@ class AppConfig:
     agentid: str | None = None
     tickets: tuple[str, ...] = ()
 
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """What WeChat counts as one app: one token lives per identity."""
+        if self.type == WECOM:
+            # One token per (corpid, app secret); the secret's digest, never the secret.
+            return (WECOM, self.appid, hashlib.sha256(self.secret.encode()).hexdigest())
+        return (self.type, self.appid)
 
-def parse_registry(text: str, *, source: str = "the registry secret") -> dict[str, AppConfig]:
-    """Validate the registry JSON; errors name the entry and the field, never a secret."""
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    """The usable entries, the refused ones (key -> reason), and where they came from."""
+
+    apps: dict[str, AppConfig]
+    invalid: dict[str, str] = field(default_factory=dict)
+    fallback: bool = False
+
+    def __len__(self) -> int:
+        return len(self.apps)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.apps)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.apps
+
+    def __getitem__(self, key: str) -> AppConfig:
+        return self.apps[key]
+
+    def items(self) -> ItemsView[str, AppConfig]:
+        return self.apps.items()
+
+    def values(self) -> ValuesView[AppConfig]:
+        return self.apps.values()
+
+
+def parse_registry(text: str, *, source: str = "the registry secret") -> Registry:
+    """Validate the registry JSON; errors name the entry and the field, never a secret.
+
+    A document that is not a JSON object of entries is a ``RegistryError``; a bad entry is
+    reported in ``Registry.invalid`` and the others stay usable.
+    """
     try:
         data = json.loads(text)
     except (json.JSONDecodeError, TypeError, RecursionError) as exc:
@@ -69,11 +119,31 @@ def parse_registry(text: str, *, source: str = "the registry secret") -> dict[st
             '{"wx1234567890abcdef": {"secret": "..."}} (aws secretsmanager put-secret-value).'
         )
     apps: dict[str, AppConfig] = {}
-    for app_id, entry in data.items():
-        config = _parse_entry(app_id, entry, source)
-        if config is not None:
-            apps[app_id] = config
-    return apps
+    invalid: dict[str, str] = {}
+    owners: dict[tuple[str, ...], str] = {}
+    for app_id in sorted(data, key=str):
+        try:
+            config = _parse_entry(app_id, data[app_id], source)
+        except RegistryError as exc:
+            invalid[_safe_key(app_id)] = str(exc)
+            continue
+        if config is None:
+            continue
+        first = owners.setdefault(config.identity, app_id)
+        if first != app_id:
+            invalid[app_id] = (
+                f"{source}: entries {first!r} and {app_id!r} are the same WeChat app "
+                f"({config.type} {config.appid}); two refreshers of one app evict each other's "
+                f"tokens, so {app_id!r} is refused: remove one of them."
+            )
+            continue
+        apps[app_id] = config
+    return Registry(apps, invalid)
+
+
+def _safe_key(app_id: Any) -> str:
+    text = str(app_id)
+    return text if _KEY.match(text) else "<invalid key>"
 
 
 def _parse_entry(app_id: str, entry: Any, source: str) -> AppConfig | None:
@@ -122,7 +192,11 @@ def _parse_entry(app_id: str, entry: Any, source: str) -> AppConfig | None:
 
 
 class RegistryLoader:
-    """Reads and parses the registry secret, caching it briefly per execution environment."""
+    """Reads and parses the registry secret, caching it briefly per execution environment.
+
+    When the current version cannot be read or parsed, the previous version (AWSPREVIOUS,
+    which Secrets Manager keeps on every put) is used, and ``Registry.fallback`` says so.
+    """
 
     def __init__(
         self,
@@ -136,28 +210,54 @@ class RegistryLoader:
         self._secret_id = secret_id
         self._cache_seconds = cache_seconds
         self._clock = clock
-        self._cached: tuple[float, dict[str, AppConfig]] | None = None
+        self._cached: tuple[float, Registry] | None = None
         self._lock = threading.Lock()
 
-    def load(self) -> dict[str, AppConfig]:
+    def load(self) -> Registry:
         with self._lock:
             now = self._clock()
             if self._cached is not None and now < self._cached[0]:
                 return self._cached[1]
-            apps = parse_registry(self._read(), source=f"registry secret {self._secret_id!r}")
-            self._cached = (now + self._cache_seconds, apps)
-            return apps
+            registry = self._load()
+            if not registry.fallback:
+                self._cached = (now + self._cache_seconds, registry)
+            return registry
 
-    def _read(self) -> str:
+    def _load(self) -> Registry:
+        source = f"registry secret {self._secret_id!r}"
         try:
-            response = self._client.get_secret_value(SecretId=self._secret_id)
+            return parse_registry(self._read("AWSCURRENT"), source=source)
+        except RegistryError as current:
+            problem = str(current)
+        try:
+            previous = parse_registry(self._read("AWSPREVIOUS"), source=f"{source} (AWSPREVIOUS)")
+        except RegistryError:
+            raise RegistryError(problem) from None
+        logger.error(
+            "%s Using the previous version (AWSPREVIOUS) of the registry until it is fixed",
+            problem,
+        )
+        return Registry(previous.apps, previous.invalid, fallback=True)
+
+    def _read(self, stage: str) -> str:
+        failure: str | None = None
+        try:
+            if stage == "AWSCURRENT":  # the default stage
+                response = self._client.get_secret_value(SecretId=self._secret_id)
+            else:
+                response = self._client.get_secret_value(
+                    SecretId=self._secret_id, VersionStage=stage
+                )
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+            failure = str(
+                getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+            )
+        if failure is not None:
             raise RegistryError(
-                f"Could not read registry secret {self._secret_id!r} ({code}). Check "
+                f"Could not read registry secret {self._secret_id!r} ({stage}: {failure}). Check "
                 "WECHAT_APPS_SECRET_ID, that the secret exists in this region and has a value "
                 "(aws secretsmanager put-secret-value), and that the refresher may read it."
-            ) from None
+            )
         text = response.get("SecretString")
         if text is None:
             raise RegistryError(

@@ -1,14 +1,28 @@
-"""The refresher's settings, read from the environment once per invocation."""
+"""The refresher's settings, read from the environment once per execution environment."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import SettingsError
+from wechat_token.settings import (
+    DEFAULT_DAILY_CALL_BUDGET,
+    SAFE_MAX_CACHE_SECONDS,
+    TABLE_ENV,
+    WECHAT_DAILY_QUOTA,
+    Environment,
+    env_flag,
+    env_int,
+    env_number,
+    env_text,
+    env_url,
+    process_env,
+)
 
-WECHAT_DAILY_QUOTA = 2000
+from .errors import SettingsError
+from .policy import Rules
+
+# A stored token's conservative life: WeChat's 7200 s minus the skew margin.
+STORED_LIFE_SECONDS = 7200.0 - 300.0
 
 
 @dataclass(frozen=True)
@@ -17,132 +31,146 @@ class Settings:
     registry_secret_id: str
     wechat_api_base_url: str = "https://api.weixin.qq.com"
     wecom_api_base_url: str = "https://qyapi.weixin.qq.com"
-    # Must match the schedule: a token is refreshed when it would not outlive the next run.
-    refresh_interval_seconds: float = 3600.0
-    refresh_slack_seconds: float = 900.0
+    # The schedule's period, and the slack on top of it: a credential is renewed when less
+    # than interval + slack (3900 s = 65 min) of its 6900 s stored life is left, i.e. at an
+    # age of 50-52 min with a run every 2 min. A WeChat outage of 115 - 50 - 2x2 = 61 min
+    # then costs consumers nothing, at 1440 / (50 + 1) = 28 token calls per app per day.
+    refresh_interval_seconds: float = 120.0
+    refresh_slack_seconds: float = 3780.0
     # Stable tokens only rotate when forced (20 a day) or in their last 5 minutes, so they
-    # run on their own, shorter schedule: forced every ~90 minutes, 16 of the 20 a day.
+    # are forced when under 2700 s are left: every ~90 minutes, 16 of the 20 a day.
     stable_refresh_interval_seconds: float = 1800.0
     stable_force_daily_limit: int = 18
     # Subtracted from WeChat's expires_in (WeChat's servers disagree by 1-2 minutes).
     expiry_skew_seconds: float = 300.0
     # How long an old token stays accepted after a rotation, minus the skew: 300 - 120.
     previous_grace_seconds: float = 180.0
-    daily_call_budget: int = 1000
+    daily_call_budget: int = DEFAULT_DAILY_CALL_BUDGET
+    # WeChat calls consumers' reports may cause per credential per day (None: 10 % of the
+    # budget), so the schedule always keeps a reserve.
+    consumer_daily_cap: int | None = None
     concurrency: int = 16
     lease_seconds: float = 90.0
     http_timeout_seconds: float = 10.0
     max_attempts: int = 4
+    # Forced and passive attempts are spaced by this after the last one, doubled per
+    # failure (busy, quota, transport) up to max_cooldown_seconds.
     passive_min_interval_seconds: float = 60.0
-    # A forced refresh of a token younger than this is refused (consumers cache 60 s).
-    force_min_interval_seconds: float = 120.0
+    max_cooldown_seconds: float = 3600.0
+    # No trigger rotates a credential younger than this (consumers cache up to 120 s).
+    force_min_interval_seconds: float = SAFE_MAX_CACHE_SECONDS
+    configuration_hold_seconds: float = 600.0
     registry_cache_seconds: float = 60.0
-    # Ask a business API, each scheduled run, whether WeChat still accepts the stored token.
+    # Ask a business API whether WeChat still accepts the stored token, at most this often
+    # per credential (each scheduled run looks; the probe is outside the token quota).
     probe_stored_tokens: bool = True
+    probe_interval_seconds: float = 600.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+    def from_env(cls, env: Environment | None = None) -> Settings:
+        env = process_env() if env is None else env
+        e = SettingsError
+        budget = env_int(
+            env, "DAILY_CALL_BUDGET", cls.daily_call_budget, 1, WECHAT_DAILY_QUOTA - 1, error=e
+        )
         settings = cls(
-            table_name=_required(env, "TOKEN_TABLE_NAME", "the DynamoDB table's name"),
-            registry_secret_id=_required(
-                env, "WECHAT_APPS_SECRET_ID", "the Secrets Manager id of the app registry"
+            table_name=env_text(env, TABLE_ENV, what="the DynamoDB table's name", error=e),
+            registry_secret_id=env_text(
+                env,
+                "WECHAT_APPS_SECRET_ID",
+                what="the Secrets Manager id of the app registry",
+                error=e,
             ),
-            wechat_api_base_url=_url(env, "WECHAT_API_BASE_URL", cls.wechat_api_base_url),
-            wecom_api_base_url=_url(env, "WECOM_API_BASE_URL", cls.wecom_api_base_url),
-            refresh_interval_seconds=_number(
-                env, "REFRESH_INTERVAL_SECONDS", cls.refresh_interval_seconds, 60, 6000
+            wechat_api_base_url=env_url(
+                env, "WECHAT_API_BASE_URL", cls.wechat_api_base_url, error=e
             ),
-            stable_refresh_interval_seconds=_number(
+            wecom_api_base_url=env_url(env, "WECOM_API_BASE_URL", cls.wecom_api_base_url, error=e),
+            refresh_interval_seconds=env_number(
+                env, "REFRESH_INTERVAL_SECONDS", cls.refresh_interval_seconds, 60, 6000, error=e
+            ),
+            stable_refresh_interval_seconds=env_number(
                 env,
                 "STABLE_REFRESH_INTERVAL_SECONDS",
                 cls.stable_refresh_interval_seconds,
                 60,
                 5400,
+                error=e,
             ),
-            stable_force_daily_limit=int(
-                _number(env, "STABLE_FORCE_DAILY_LIMIT", cls.stable_force_daily_limit, 0, 20)
+            stable_force_daily_limit=env_int(
+                env, "STABLE_FORCE_DAILY_LIMIT", cls.stable_force_daily_limit, 0, 20, error=e
             ),
-            refresh_slack_seconds=_number(
-                env, "REFRESH_SLACK_SECONDS", cls.refresh_slack_seconds, 0, 3600
+            refresh_slack_seconds=env_number(
+                env, "REFRESH_SLACK_SECONDS", cls.refresh_slack_seconds, 0, 6000, error=e
             ),
-            expiry_skew_seconds=_number(
-                env, "EXPIRY_SKEW_SECONDS", cls.expiry_skew_seconds, 120, 1800
+            expiry_skew_seconds=env_number(
+                env, "EXPIRY_SKEW_SECONDS", cls.expiry_skew_seconds, 120, 1800, error=e
             ),
-            daily_call_budget=int(
-                _number(
-                    env,
-                    "DAILY_CALL_BUDGET",
-                    cls.daily_call_budget,
-                    1,
-                    WECHAT_DAILY_QUOTA - 1,
-                )
+            daily_call_budget=budget,
+            consumer_daily_cap=env_int(
+                env, "CONSUMER_DAILY_CALL_CAP", max(1, budget // 10), 0, budget, error=e
             ),
-            concurrency=int(_number(env, "REFRESH_CONCURRENCY", cls.concurrency, 1, 256)),
-            lease_seconds=_number(env, "LEASE_SECONDS", cls.lease_seconds, 30, 900),
-            http_timeout_seconds=_number(
-                env, "WECHAT_HTTP_TIMEOUT_SECONDS", cls.http_timeout_seconds, 1, 60
+            concurrency=env_int(env, "REFRESH_CONCURRENCY", cls.concurrency, 1, 256, error=e),
+            lease_seconds=env_number(env, "LEASE_SECONDS", cls.lease_seconds, 30, 900, error=e),
+            http_timeout_seconds=env_number(
+                env, "WECHAT_HTTP_TIMEOUT_SECONDS", cls.http_timeout_seconds, 1, 60, error=e
             ),
-            max_attempts=int(_number(env, "WECHAT_MAX_ATTEMPTS", cls.max_attempts, 1, 10)),
-            passive_min_interval_seconds=_number(
-                env, "PASSIVE_MIN_INTERVAL_SECONDS", cls.passive_min_interval_seconds, 0, 3600
+            max_attempts=env_int(env, "WECHAT_MAX_ATTEMPTS", cls.max_attempts, 1, 10, error=e),
+            passive_min_interval_seconds=env_number(
+                env,
+                "PASSIVE_MIN_INTERVAL_SECONDS",
+                cls.passive_min_interval_seconds,
+                30,
+                3600,
+                error=e,
             ),
-            force_min_interval_seconds=_number(
-                env, "FORCE_MIN_INTERVAL_SECONDS", cls.force_min_interval_seconds, 0, 3600
+            force_min_interval_seconds=env_number(
+                env,
+                "FORCE_MIN_INTERVAL_SECONDS",
+                cls.force_min_interval_seconds,
+                SAFE_MAX_CACHE_SECONDS,
+                3600,
+                error=e,
             ),
-            probe_stored_tokens=_flag(env, "PROBE_STORED_TOKENS", cls.probe_stored_tokens),
+            probe_stored_tokens=env_flag(
+                env, "PROBE_STORED_TOKENS", cls.probe_stored_tokens, error=e
+            ),
         )
-        if settings.refresh_interval_seconds + settings.refresh_slack_seconds >= 7200 - (
-            settings.expiry_skew_seconds
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse combinations under which a token could expire between two runs."""
+        if self.refresh_interval_seconds + self.refresh_slack_seconds >= 7200 - (
+            self.expiry_skew_seconds
         ):
             raise SettingsError(
                 "REFRESH_INTERVAL_SECONDS + REFRESH_SLACK_SECONDS must be shorter than a "
                 "token's usable life (7200 s - EXPIRY_SKEW_SECONDS), or every run refreshes "
                 "and a token can still expire before the next run."
             )
-        if settings.lease_seconds < 2 * settings.http_timeout_seconds + 5:
+        if self.lease_seconds < 2 * self.http_timeout_seconds + 5:
             raise SettingsError(
                 "LEASE_SECONDS must be at least twice WECHAT_HTTP_TIMEOUT_SECONDS plus 5, so "
                 "that a WeChat call always finishes inside the lease."
             )
-        return settings
 
+    @property
+    def consumer_cap(self) -> int:
+        if self.consumer_daily_cap is not None:
+            return self.consumer_daily_cap
+        return max(1, self.daily_call_budget // 10)
 
-def _required(env: Mapping[str, str], name: str, what: str) -> str:
-    value = env.get(name, "").strip()
-    if not value:
-        raise SettingsError(
-            f"{name} is not set: set it to {what} (see the README's configuration)."
+    def rules(self) -> Rules:
+        return Rules(
+            renew_below_seconds=self.refresh_interval_seconds + self.refresh_slack_seconds,
+            stable_renew_below_seconds=self.stable_refresh_interval_seconds + 900.0,
+            min_age_seconds=self.force_min_interval_seconds,
+            trigger_spacing_seconds=self.passive_min_interval_seconds,
+            max_cooldown_seconds=self.max_cooldown_seconds,
+            consumer_daily_cap=self.consumer_cap,
+            configuration_hold_seconds=self.configuration_hold_seconds,
         )
-    return value
 
-
-def _url(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name, "").strip() or default
-    if not value.startswith(("https://", "http://")):
-        raise SettingsError(f"{name}={value!r} is not an http(s) URL.")
-    return value.rstrip("/")
-
-
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name}={raw!r} must be true or false.")
-
-
-def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number.") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name}={raw!r} is out of range: use {low:g} to {high:g}.")
-    return value
+    def refresh_cost_seconds(self) -> float:
+        """The time one credential's refresh may take: its first attempt plus one retry."""
+        return 2 * self.http_timeout_seconds + 2.0

@@ -7,14 +7,11 @@ fingerprints, outcomes and counts are emitted: never a token or a secret.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from .service import FAILED, REFRESHED, Outcome
-from .wechat_api import classify
+from .outcome import RunSummary, Status
 
 SERVICE = "wechat-token"
 NAMESPACE = "WeChatToken"
@@ -25,31 +22,28 @@ metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 copy_config_to_registered_loggers(source_logger=logger, include={"wechat_token"})
 
 
-def error_class(code: str | None) -> str:
-    """A small, fixed set of values for the failure metric's dimension."""
-    if code is None:
-        return "unknown"
-    if code.lstrip("-").isdigit():
-        return classify(int(code))[0]
-    return code  # transport, garbled, budget, deadline, conflict, ...
-
-
-def publish(outcomes: Iterable[Outcome], budget: int) -> None:
+def publish(summary: RunSummary) -> None:
     """One log line per credential, and the run's metrics."""
-    outcomes = list(outcomes)
+    outcomes = summary.outcomes
+    for key, message in summary.invalid_entries:
+        logger.error(f"registry entry {key}: {message}", extra={"app_id": key})
+    if summary.invalid_entries:
+        metrics.add_metric("InvalidRegistryEntries", MetricUnit.Count, len(summary.invalid_entries))
+    if summary.registry_fallback:
+        metrics.add_metric("RegistryFallback", MetricUnit.Count, 1)
     for outcome in outcomes:
         fields = outcome.as_dict()
         log = logger.error if outcome.failed else logger.info
         log(f"{outcome.app_id}/{outcome.kind}: {outcome.outcome}", extra=fields)
         if outcome.wechat_calls:
             metrics.add_metric("WeChatCalls", MetricUnit.Count, outcome.wechat_calls)
-        if outcome.outcome == REFRESHED:
+        if outcome.status is Status.REFRESHED:
             metrics.add_metric("RefreshSuccess", MetricUnit.Count, 1)
             if outcome.replaced_age is not None:
                 metrics.add_metric("TokenAgeAtRefresh", MetricUnit.Seconds, outcome.replaced_age)
             if outcome.passive:
                 metrics.add_metric("PassiveRefresh", MetricUnit.Count, 1)
-        elif outcome.outcome == FAILED:
+        elif outcome.failed:
             with single_metric(
                 name="RefreshFailure",
                 unit=MetricUnit.Count,
@@ -57,11 +51,13 @@ def publish(outcomes: Iterable[Outcome], budget: int) -> None:
                 namespace=NAMESPACE,
                 default_dimensions={"service": SERVICE},
             ) as failure:
-                failure.add_dimension("error_class", error_class((outcome.error or {}).get("code")))
+                failure.add_dimension("error_class", str(outcome.error_class or outcome.status))
         if outcome.foreign_rotation:
             metrics.add_metric("ForeignRotation", MetricUnit.Count, 1)
     remaining = [
-        budget - outcome.calls_today for outcome in outcomes if outcome.calls_today is not None
+        outcome.budget - outcome.calls_today
+        for outcome in outcomes
+        if outcome.calls_today is not None and outcome.budget is not None
     ]
     if remaining:
         metrics.add_metric("BudgetRemaining", MetricUnit.Count, min(remaining))

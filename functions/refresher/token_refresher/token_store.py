@@ -1,69 +1,123 @@
-"""The refresher's side of the token table: leases, call counting and fenced writes.
+"""The refresher's side of the token table: the consistent read, the lease, and what only
+a lease holder may do (count calls, reserve forces, commit fenced, record a failure).
 
 Every write is one conditional UpdateItem, so the table never holds a half-written record:
-- the lease is taken only if no live lease exists, and returns the record as it is now
-  (the double-check read comes with the lease, atomically);
-- the new credential is written only if the version is still the one the lease saw and
-  the lease is still ours, so an older fetch can never overwrite a newer one;
-- a failure only records the error and releases the lease: the stored value is untouched.
+- ``TokenStore.acquire`` takes the lease only if no live lease exists, and returns a
+  ``Lease`` holding the record as it is now (the double-check read comes with the lease,
+  atomically);
+- ``Lease.commit`` writes the new value only if the version is still the one the lease
+  saw and the lease is still ours, so an older fetch can never overwrite a newer one;
+- ``Lease.fail`` records the error and releases the lease: the stored value is untouched.
+Expressions are built from the record schema's field names (``Update``), never spelled.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import ClientError
-from wechat_token.record import PK, SK, CredentialRecord, to_dynamo_number, wechat_day
-from wechat_token.store import read_record
+from botocore.exceptions import BotoCoreError, ClientError
+from wechat_token.record import (
+    FIELD_NAMES,
+    RETIRED_ATTRIBUTES,
+    CredentialKey,
+    CredentialRecord,
+    attribute_value,
+    fingerprint,
+    wechat_day,
+)
 
-from .errors import BudgetExhaustedError, StoreConflictError
+from .errors import BudgetExhaustedError, RefreshError, StoreConflictError, StoreError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
+logger = logging.getLogger("wechat_token.refresher")
 
 
-def _av(value: Any) -> Any:
-    if isinstance(value, float):
-        value = to_dynamo_number(value)
-    return _serializer.serialize(value)
+class Update:
+    """One conditional UpdateItem, built from record field names (``{name}`` in conditions).
+
+    Every attribute goes through a ``#name`` placeholder checked against the schema, so a
+    misspelt attribute is an error here rather than a silently new attribute in the table.
+    """
+
+    def __init__(self) -> None:
+        self._sets: list[str] = []
+        self._removes: list[str] = []
+        self._conditions: list[str] = []
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+
+    def _name(self, name: str) -> str:
+        if name not in FIELD_NAMES and name not in RETIRED_ATTRIBUTES:
+            raise KeyError(f"{name!r} is not a field of CredentialRecord")
+        self.names[f"#{name}"] = name
+        return f"#{name}"
+
+    def _value(self, value: str | float | None) -> str:
+        placeholder = f":v{len(self.values)}"
+        self.values[placeholder] = attribute_value(value)
+        return placeholder
+
+    def set(self, **values: str | float | None) -> Self:
+        for name, value in values.items():
+            self._sets.append(f"{self._name(name)} = {self._value(value)}")
+        return self
+
+    def add(self, name: str, amount: int = 1) -> Self:
+        attr = self._name(name)
+        self._sets.append(
+            f"{attr} = if_not_exists({attr}, {self._value(0)}) + {self._value(amount)}"
+        )
+        return self
+
+    def remove(self, *names: str) -> Self:
+        self._removes.extend(self._name(name) for name in names)
+        return self
+
+    def when(self, condition: str, **values: str | float | None) -> Self:
+        """``condition`` names fields as ``{field}`` and values as ``:name`` (from ``values``)."""
+        text = condition.format_map(_Names(self))
+        for name, value in values.items():
+            placeholder = self._value(value)
+            text = text.replace(f":{name}", placeholder)
+        self._conditions.append(f"({text})")
+        return self
+
+    def arguments(self) -> dict[str, Any]:
+        expression = []
+        if self._sets:
+            expression.append("SET " + ", ".join(self._sets))
+        if self._removes:
+            expression.append("REMOVE " + ", ".join(self._removes))
+        arguments: dict[str, Any] = {
+            "UpdateExpression": " ".join(expression),
+            "ExpressionAttributeNames": self.names,
+        }
+        if self.values:
+            arguments["ExpressionAttributeValues"] = self.values
+        if self._conditions:
+            arguments["ConditionExpression"] = " AND ".join(self._conditions)
+        return arguments
 
 
-def _record(attributes: dict[str, Any]) -> CredentialRecord:
-    return CredentialRecord.from_item(
-        {name: _deserializer.deserialize(value) for name, value in attributes.items()}
-    )
+class _Names(dict[str, str]):
+    def __init__(self, update: Update) -> None:
+        super().__init__()
+        self._update = update
 
-
-def _old_item(exc: ClientError) -> dict[str, Any]:
-    """The item as it was when a condition failed (ReturnValuesOnConditionCheckFailure)."""
-    item: Any = exc.response.get("Item")
-    return dict(item) if isinstance(item, dict) else {}
-
-
-def _condition_failed(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
-
-
-@dataclass(frozen=True, slots=True)
-class NewValue:
-    """What a successful refresh writes."""
-
-    value: str
-    expires_at: float
-    fetched_at: float
-    source: str
-    previous_valid_until: float
-    passive: bool = False
-    foreign_rotation: bool = False
-    bound_to: str | None = None
+    def __missing__(self, key: str) -> str:
+        return self._update._name(key)
 
 
 class TokenStore:
+    """Reads records and hands out leases. Every DynamoDB failure becomes a ``StoreError``
+    with the refresher's own advice."""
+
     def __init__(self, client: DynamoDBClient, table_name: str) -> None:
         self._client = client
         self._table = table_name
@@ -72,259 +126,288 @@ class TokenStore:
     def table_name(self) -> str:
         return self._table
 
-    def read(self, app_id: str, kind: str) -> CredentialRecord | None:
-        return read_record(self._client, self._table, app_id, kind, consistent=True)
+    def read(self, key: CredentialKey) -> CredentialRecord:
+        """The record (strongly consistent); an empty one when the table has none yet."""
+        return self.find(key) or _empty(key)
 
-    def acquire_lease(
-        self, app_id: str, kind: str, owner: str, now: float, until: float
-    ) -> CredentialRecord | None:
-        """Take the lease; the record as it stands, or ``None`` if someone else holds it."""
+    def find(self, key: CredentialKey) -> CredentialRecord | None:
+        """The record (strongly consistent), or None when the table has none."""
+        response = self._call(
+            "read",
+            key,
+            lambda: self._client.get_item(
+                TableName=self._table, Key=key.item_key(), ConsistentRead=True
+            ),
+        )
+        item = response.attributes
+        return CredentialRecord.from_dynamodb(item) if item else None
+
+    def acquire(
+        self, key: CredentialKey, owner: str, now: float, until: float, *, triggered: bool
+    ) -> Lease | None:
+        """Take the lease, or ``None`` if someone else holds a live one.
+
+        The lease holds the record as it was just before it was taken (``ALL_OLD``): the
+        double-check decides on exactly the state the lease replaced. ``triggered`` (a
+        forced or passive attempt) stamps ``triggered_at`` in the same write: spacing counts
+        attempts, whatever they end in.
+        """
+        update = Update().set(lease_owner=owner, lease_until=until)
+        if triggered:
+            update.set(triggered_at=now)
+        # Our own lease counts as free: a retried request whose first answer was lost must
+        # not leave this refresher blocked by its own ghost lease.
+        update.when(
+            "attribute_not_exists({lease_until}) OR {lease_until} < :now OR {lease_owner} = :owner",
+            now=now,
+            owner=owner,
+        )
+        written = self.update(key, update, ReturnValues="ALL_OLD")
+        if not written.ok:
+            return None
+        before = CredentialRecord.from_dynamodb(written.attributes) if written.attributes else None
+        return Lease(self, key, owner, until, before or _empty(key))
+
+    def update(self, key: CredentialKey, update: Update, **extra: Any) -> Written:
+        """Run one conditional UpdateItem."""
+        return self._call(
+            "update",
+            key,
+            lambda: self._client.update_item(
+                TableName=self._table, Key=key.item_key(), **update.arguments(), **extra
+            ),
+        )
+
+    def _call(self, action: str, key: CredentialKey, call: Callable[[], Any]) -> Written:
+        failure: str | None = None
         try:
-            response = self._client.update_item(
-                TableName=self._table,
-                Key=self._key(app_id, kind),
-                UpdateExpression="SET lease_owner = :owner, lease_until = :until",
-                # Our own lease counts as free: a retried request whose first answer was
-                # lost must not leave this refresher blocked by its own ghost lease.
-                ConditionExpression=(
-                    "attribute_not_exists(lease_until) OR lease_until < :now "
-                    "OR lease_owner = :owner"
-                ),
-                ExpressionAttributeValues={
-                    ":owner": _av(owner),
-                    ":until": _av(until),
-                    ":now": _av(now),
-                },
-                ReturnValues="ALL_NEW",
-            )
+            response = call()
         except ClientError as exc:
-            if _condition_failed(exc):
-                return None
-            raise
-        return _record(response["Attributes"])
+            error = exc.response.get("Error", {})
+            if error.get("Code") == "ConditionalCheckFailedException":
+                item: Any = exc.response.get("Item")
+                return Written(None, dict(item) if isinstance(item, dict) else {})
+            failure = str(error.get("Code", "ClientError"))
+        except BotoCoreError as exc:
+            failure = type(exc).__name__
+        if failure is not None:
+            # Raised outside the except block: no chain carries botocore's message along.
+            raise StoreError(
+                f"DynamoDB {action} of {key} in table {self._table!r} failed ({failure}). Check "
+                "the refresher's role (dynamodb:GetItem and UpdateItem on the table), "
+                "TOKEN_TABLE_NAME and the table's region; the stored token was not changed."
+            )
+        attributes: Any = response.get("Attributes", response.get("Item"))
+        return Written(dict(attributes) if isinstance(attributes, dict) else None, None)
 
-    def count_call(self, app_id: str, kind: str, now: float, budget: int) -> int:
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """An UpdateItem's answer: the new attributes, or the old item when the condition failed."""
+
+    attributes: dict[str, Any] | None
+    old: dict[str, Any] | None
+
+    @property
+    def ok(self) -> bool:
+        return self.old is None
+
+    def record(self) -> CredentialRecord:
+        return CredentialRecord.from_dynamodb(self.attributes or {})
+
+
+def _empty(key: CredentialKey) -> CredentialRecord:
+    return CredentialRecord(app_id=key.app_id, kind=key.kind)
+
+
+@dataclass(frozen=True, slots=True)
+class NewValue:
+    """What a successful refresh writes. ``repr`` never shows the value."""
+
+    value: str = field(repr=False)
+    expires_at: float
+    fetched_at: float
+    source: str
+    # Until when WeChat still accepts the replaced value (0 grace after a forced rotation).
+    previous_valid_until: float
+    passive: bool = False
+    foreign_rotation: bool = False
+    bound_to: str | None = None
+
+
+class Lease:
+    """A held lease on one credential, and everything that needs it.
+
+    Use it as a context manager: leaving the block without ``commit`` or ``fail`` (an
+    unexpected error, an early return) releases the lease.
+    """
+
+    def __init__(
+        self,
+        store: TokenStore,
+        key: CredentialKey,
+        owner: str,
+        until: float,
+        record: CredentialRecord,
+    ) -> None:
+        self._store = store
+        self.key = key
+        self.owner = owner
+        self.until = until
+        self.record = record  # as it stood when the lease was taken
+        self._done = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._done:
+            return
+        try:
+            self.release()
+        except StoreError:
+            logger.warning("%s: could not release the lease; it expires by itself", self.key)
+
+    def _update(self, update: Update, **extra: Any) -> Written:
+        return self._store.update(
+            self.key, update.when("{lease_owner} = :owner", owner=self.owner), **extra
+        )
+
+    def count_call(self, now: float, budget: int, *, consumer_cap: int | None = None) -> int:
         """Count one WeChat call in today's budget (WeChat's day, UTC+8); the new count.
 
-        Raises ``BudgetExhaustedError`` instead of counting past the budget.
+        ``consumer_cap``: the call is a consumer's (passive) and counts against their
+        share too. Raises ``BudgetExhaustedError`` instead of counting past either. Only
+        the lease holder counts, so the lease's view of the record is the current one.
         """
         today = wechat_day(now)
-        for _ in range(3):
-            try:
-                response = self._client.update_item(
-                    TableName=self._table,
-                    Key=self._key(app_id, kind),
-                    UpdateExpression="SET calls_count = calls_count + :one",
-                    ConditionExpression="calls_day = :today AND calls_count < :budget",
-                    ExpressionAttributeValues={
-                        ":one": _av(1),
-                        ":today": _av(today),
-                        ":budget": _av(budget),
-                    },
-                    ReturnValues="UPDATED_NEW",
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                )
-                return int(_deserializer.deserialize(response["Attributes"]["calls_count"]))
-            except ClientError as exc:
-                if not _condition_failed(exc):
-                    raise
-                old = _old_item(exc)
-                old_day = (
-                    _deserializer.deserialize(old["calls_day"]) if "calls_day" in old else None
-                )
-                if old_day == today:
-                    raise BudgetExhaustedError(
-                        f"App {app_id!r} ({kind}) has used its daily budget of {budget} WeChat "
-                        f"calls for {today} (UTC+8): the refresher refuses to call until "
-                        "midnight UTC+8. Raise DAILY_CALL_BUDGET (below 2000) only after finding "
-                        "what is calling so often."
-                    ) from None
-            try:
-                self._client.update_item(
-                    TableName=self._table,
-                    Key=self._key(app_id, kind),
-                    UpdateExpression="SET calls_day = :today, calls_count = :one",
-                    ConditionExpression="attribute_not_exists(calls_day) OR calls_day <> :today",
-                    ExpressionAttributeValues={":today": _av(today), ":one": _av(1)},
-                )
-                return 1
-            except ClientError as exc:
-                if not _condition_failed(exc):
-                    raise
-                # Another writer started today's count first; count on top of it.
-        raise StoreConflictError(f"Could not count a WeChat call for {app_id!r}: heavy contention")
+        calls = self.record.calls_today(now)
+        if calls >= budget:
+            raise self._exhausted(budget, today)
+        update = Update().set(calls_day=today, calls_count=calls + 1)
+        if consumer_cap is not None:
+            consumer_calls = self.record.consumer_calls_today(now)
+            if consumer_calls >= consumer_cap:
+                raise self._exhausted(consumer_cap, today, consumers=True)
+            update.set(consumer_calls_day=today, consumer_calls_count=consumer_calls + 1)
+        written = self._update(update, ReturnValues="ALL_NEW")
+        if not written.ok:
+            raise StoreConflictError(
+                f"{self.key}: the lease was taken over before a WeChat call could be counted; "
+                "nothing was called"
+            )
+        self.record = written.record()
+        return calls + 1
 
-    def reserve_force(
-        self, app_id: str, kind: str, owner: str, now: float, *, limit: int, min_gap: float
-    ) -> bool:
+    def _exhausted(self, budget: int, today: str, *, consumers: bool = False) -> RefreshError:
+        if consumers:
+            return BudgetExhaustedError(
+                f"{self.key}: consumers' passive reports have caused {budget} WeChat calls on "
+                f"{today} (UTC+8), their daily share (CONSUMER_DAILY_CALL_CAP): the rest of the "
+                "budget is kept for the schedule. Find the consumer that keeps reporting."
+            )
+        return BudgetExhaustedError(
+            f"{self.key} has used its daily budget of {budget} WeChat calls for {today} "
+            "(UTC+8): the refresher refuses to call until midnight UTC+8. Raise "
+            "DAILY_CALL_BUDGET (below 2000) only after finding what is calling so often."
+        )
+
+    def reserve_force(self, now: float, *, limit: int, min_gap: float) -> bool:
         """Count one forced refresh if today's count is under ``limit`` and the last is
-        ``min_gap`` seconds old; False (nothing counted) otherwise. Needs our lease."""
-        today = wechat_day(now)
-        for expression, condition in (
-            (
-                "SET forces_count = forces_count + :one, last_force_at = :now",
-                "forces_day = :today AND forces_count < :limit AND :limit > :zero",
-            ),
-            (
-                "SET forces_day = :today, forces_count = :one, last_force_at = :now",
-                "(attribute_not_exists(forces_day) OR forces_day <> :today) AND :limit > :zero",
-            ),
+        ``min_gap`` seconds old; False (nothing counted) otherwise."""
+        record = self.record
+        forces = record.forces_today(now)
+        if forces >= limit or (
+            record.last_force_at is not None and now - record.last_force_at < min_gap
         ):
-            try:
-                self._client.update_item(
-                    TableName=self._table,
-                    Key=self._key(app_id, kind),
-                    UpdateExpression=expression,
-                    ConditionExpression=f"lease_owner = :owner AND {condition} AND "
-                    "(attribute_not_exists(last_force_at) OR last_force_at <= :gap_edge)",
-                    ExpressionAttributeValues={
-                        ":one": _av(1),
-                        ":zero": _av(0),
-                        ":now": _av(now),
-                        ":today": _av(today),
-                        ":limit": _av(limit),
-                        ":owner": _av(owner),
-                        ":gap_edge": _av(now - min_gap),
-                    },
-                )
-                return True
-            except ClientError as exc:
-                if not _condition_failed(exc):
-                    raise
-        return False
+            return False
+        update = Update().set(
+            forces_day=wechat_day(now), forces_count=forces + 1, last_force_at=now
+        )
+        written = self._update(update, ReturnValues="ALL_NEW")
+        if not written.ok:
+            return False
+        self.record = written.record()
+        return True
 
-    def write(
-        self,
-        app_id: str,
-        kind: str,
-        owner: str,
-        expected_version: int,
-        new: NewValue,
-        previous: CredentialRecord,
-    ) -> CredentialRecord:
-        """Store a new value, fenced by version and lease, releasing the lease in the same write."""
-        names = {"#value": "value", "#source": "source"}
-        values: dict[str, Any] = {
-            ":value": _av(new.value),
-            ":expires_at": _av(new.expires_at),
-            ":fetched_at": _av(new.fetched_at),
-            ":source": _av(new.source),
-            ":version": _av(expected_version + 1),
-            ":expected": _av(expected_version),
-            ":owner": _av(owner),
-            ":now": _av(new.fetched_at),
-        }
-        sets = [
-            "#value = :value",
-            "expires_at = :expires_at",
-            "fetched_at = :fetched_at",
-            "#source = :source",
-            "version = :version",
-            "last_success_at = :now",
-        ]
-        removes = [
-            "lease_owner",
-            "lease_until",
-            "last_error_code",
-            "last_error_message",
-            "last_error_at",
-        ]
+    def commit(self, new: NewValue) -> CredentialRecord:
+        """Store the new value, fenced by version and lease, releasing the lease."""
+        previous = self.record
+        version = previous.version
+        update = Update().set(
+            value=new.value,
+            expires_at=new.expires_at,
+            fetched_at=new.fetched_at,
+            source=new.source,
+            version=version + 1,
+            last_success_at=new.fetched_at,
+            trigger_failures=0,
+        )
+        update.remove(
+            "lease_owner", "lease_until", "last_error_code", "last_error_class",
+            "last_error_message", "last_error_at", *RETIRED_ATTRIBUTES,
+        )  # fmt: skip
         if new.bound_to is not None:
-            sets.append("bound_to = :bound_to")
-            values[":bound_to"] = _av(new.bound_to)
+            update.set(bound_to=new.bound_to)
         if previous.value == new.value:
             pass  # not rotated (a stable token far from expiry): the previous one stands
         elif previous.value and previous.is_valid(new.fetched_at):
-            sets += ["previous_value = :prev", "previous_valid_until = :prev_until"]
-            values[":prev"] = _av(previous.value)
-            values[":prev_until"] = _av(
-                min(new.previous_valid_until, previous.expires_at or new.previous_valid_until)
+            assert previous.expires_at is not None
+            update.set(
+                previous_fingerprint=fingerprint(previous.value),
+                previous_valid_until=min(new.previous_valid_until, previous.expires_at),
             )
         else:
-            removes += ["previous_value", "previous_valid_until"]
+            update.remove("previous_fingerprint", "previous_valid_until")
         if new.passive:
-            sets.append("passive_at = :now")
+            update.set(passive_at=new.fetched_at)
         if new.foreign_rotation:
-            sets.append("foreign_rotations = if_not_exists(foreign_rotations, :zero) + :one")
-            values[":zero"] = _av(0)
-            values[":one"] = _av(1)
-        version_condition = (
-            "(attribute_not_exists(version) OR version = :expected)"
-            if expected_version == 0
-            else "version = :expected"
+            update.add("foreign_rotations")
+        update.when(
+            "attribute_not_exists({version}) OR {version} = :expected"
+            if version == 0
+            else "{version} = :expected",
+            expected=version,
         )
-        try:
-            response = self._client.update_item(
-                TableName=self._table,
-                Key=self._key(app_id, kind),
-                UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
-                ConditionExpression=f"{version_condition} AND lease_owner = :owner",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            if not _condition_failed(exc):
-                raise
-            old = _record(_old_item(exc) or self._key(app_id, kind))
-            if old.version == expected_version + 1 and old.value == new.value:
-                return old  # our write landed; botocore's retry of it found it done
-            raise StoreConflictError(
-                f"Did not store the new {kind} for {app_id!r}: the record moved on (version "
-                f"{old.version}, expected {expected_version}; lease "
-                f"{'ours' if old.lease_owner == owner else 'taken over'}). The newer stored "
-                "value stands."
-            ) from None
-        return _record(response["Attributes"])
-
-    def record_failure(
-        self, app_id: str, kind: str, owner: str, code: str, message: str, now: float
-    ) -> None:
-        """Note the error and release our lease; the stored value is left as it was."""
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=self._key(app_id, kind),
-                UpdateExpression=(
-                    "SET last_error_code = :code, last_error_message = :message, "
-                    "last_error_at = :now REMOVE lease_owner, lease_until"
-                ),
-                ConditionExpression="lease_owner = :owner",
-                ExpressionAttributeValues={
-                    ":code": _av(code),
-                    ":message": _av(message[:500]),
-                    ":now": _av(now),
-                    ":owner": _av(owner),
-                },
-            )
-        except ClientError as exc:
-            if not _condition_failed(exc):
-                raise
-
-    def release_lease(self, app_id: str, kind: str, owner: str) -> None:
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=self._key(app_id, kind),
-                UpdateExpression="REMOVE lease_owner, lease_until",
-                ConditionExpression="lease_owner = :owner",
-                ExpressionAttributeValues={":owner": _av(owner)},
-            )
-        except ClientError as exc:
-            if not _condition_failed(exc):
-                raise
-
-    def note_foreign_rotation(self, app_id: str, kind: str) -> None:
-        self._client.update_item(
-            TableName=self._table,
-            Key=self._key(app_id, kind),
-            UpdateExpression=(
-                "SET foreign_rotations = if_not_exists(foreign_rotations, :zero) + :one"
-            ),
-            ExpressionAttributeValues={":zero": _av(0), ":one": _av(1)},
+        written = self._update(
+            update, ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD"
+        )
+        self._done = True
+        if written.ok:
+            return written.record()
+        old = CredentialRecord.from_dynamodb(written.old or self.key.item_key())
+        if old.version == version + 1 and old.value == new.value:
+            return old  # our write landed; botocore's retry of it found it done
+        raise StoreConflictError(
+            f"Did not store the new {self.key.kind} for {self.key.app_id!r}: the record moved "
+            f"on (version {old.version}, expected {version}; lease "
+            f"{'ours' if old.lease_owner == self.owner else 'taken over'}). The newer stored "
+            "value stands."
         )
 
-    @staticmethod
-    def _key(app_id: str, kind: str) -> dict[str, Any]:
-        return {PK: {"S": app_id}, SK: {"S": kind}}
+    def fail(self, error: RefreshError, now: float, *, triggered: bool) -> None:
+        """Note the error and release the lease; the stored value is left as it was.
+
+        A triggered attempt that failed for a reason that says "not now" (busy, quota,
+        transport) lengthens the next trigger's cool-down.
+        """
+        update = Update().set(
+            last_error_code=error.code,
+            last_error_class=str(error.error_class),
+            last_error_message=str(error)[:500],
+            last_error_at=now,
+        )
+        update.remove("lease_owner", "lease_until")
+        if triggered and error.error_class.cools_down:
+            update.add("trigger_failures")
+        self._done = True
+        self._update(update)
+
+    def release(self) -> None:
+        self._done = True
+        self._update(Update().remove("lease_owner", "lease_until"))

@@ -14,54 +14,11 @@ from typing import Any
 import httpx
 from wechat_token.redaction import redact
 
-from .errors import GarbledReplyError, TransportError, WeChatAPIError
+from .errors import GarbledReplyError, TransportError, wechat_error
 from .registry import STABLE, WECOM, AppConfig
 
 MAX_VALUE_LENGTH = 512
 MAX_EXPIRES_IN = 7200
-
-# errcode -> (class, what to do). "transient" is retried; everything else fails fast,
-# because retrying a code that retrying cannot fix burns the 2000-a-day quota.
-_ERRORS: dict[int, tuple[str, str]] = {
-    -1: ("transient", "WeChat is busy; retried with backoff"),
-    40001: (
-        "configuration",
-        "WeChat rejected the credentials: check the secret in the registry (it changes when "
-        "someone resets the AppSecret on the WeChat admin console)",
-    ),
-    40002: ("configuration", "invalid grant_type: please report this as a wechat-token bug"),
-    40013: ("configuration", "invalid appid (or corpid): check the app's id in the registry"),
-    40125: (
-        "configuration",
-        "invalid AppSecret: copy the current AppSecret into the registry secret",
-    ),
-    40164: (
-        "configuration",
-        "the refresher's egress IP is not on the app's IP whitelist: give the refresher a fixed "
-        "egress IP (NAT gateway, see the README) and add it to the whitelist",
-    ),
-    40243: ("configuration", "the AppSecret is frozen: unfreeze it on the WeChat admin console"),
-    41002: ("configuration", "appid missing: the registry entry needs an app id"),
-    41004: ("configuration", "secret missing: the registry entry needs its secret"),
-    43002: ("configuration", "WeChat wants POST here: please report this as a wechat-token bug"),
-    45009: (
-        "quota",
-        "the app's daily token quota (2000 calls) is used up: WeChat refuses until midnight "
-        "UTC+8 or a quota reset; find whatever else calls the token endpoint for this app",
-    ),
-    45011: ("quota", "WeChat's per-minute limit was hit: the next run tries again"),
-    48006: ("quota", "the monthly quota resets are used up: wait for WeChat's quota day"),
-    89503: (
-        "configuration",
-        "an administrator must confirm this IP on the WeChat admin console before it may call",
-    ),
-    89506: ("configuration", "this IP is blocked for 24 hours by the app's administrator"),
-    89507: ("configuration", "this IP is blocked for 1 hour by the app's administrator"),
-}
-
-
-def classify(errcode: int) -> tuple[str, str]:
-    return _ERRORS.get(errcode, ("unknown", "an error wechat-token does not know; not retried"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,15 +130,15 @@ class WeChatTokenAPI:
         raise_errcode: bool = True,
     ) -> dict[str, Any]:
         secrets = (app.secret, *extra_secrets)
+        failure: str | None = None
         try:
             response = self._http.send(request)
         except httpx.HTTPError as exc:
-            # httpx messages and tracebacks can carry the URL, whose query holds the secret:
-            # keep only the class and a redacted message, and drop the chain.
-            raise TransportError(
-                f"{type(exc).__name__} calling WeChat {path} for app {app.app_id!r}: "
-                f"{redact(str(exc), *secrets) or 'no details'}"
-            ) from None
+            failure = f"{type(exc).__name__}: {redact(str(exc), *secrets) or 'no details'}"
+        if failure is not None:
+            # httpx messages and tracebacks carry the URL, whose query holds the secret: keep
+            # a redacted message, raised outside the except block so no chain holds the original.
+            raise TransportError(f"{failure} calling WeChat {path} for app {app.app_id!r}")
         if response.status_code >= 500:
             raise TransportError(
                 f"WeChat {path} answered HTTP {response.status_code} for app {app.app_id!r}"
@@ -191,14 +148,7 @@ class WeChatTokenAPI:
                 f"WeChat {path} answered HTTP {response.status_code} for app {app.app_id!r}; "
                 "check WECHAT_API_BASE_URL / WECOM_API_BASE_URL; nothing was stored"
             )
-        try:
-            reply = json.loads(response.content)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise GarbledReplyError(
-                f"WeChat {path} sent a reply that is not JSON for app {app.app_id!r} "
-                f"({len(response.content)} bytes, content-type "
-                f"{response.headers.get('content-type', 'none')!r}); nothing was stored"
-            ) from None
+        reply = _json(response, app, path)
         if not isinstance(reply, dict):
             raise GarbledReplyError(
                 f"WeChat {path} sent JSON that is not an object for app {app.app_id!r}; "
@@ -211,15 +161,23 @@ class WeChatTokenAPI:
                     f"WeChat {path} sent a non-numeric errcode for app {app.app_id!r}; "
                     "nothing was stored"
                 )
-            kind, advice = classify(errcode)
             errmsg = redact(str(reply.get("errmsg", "")), *secrets)[:200]
-            raise WeChatAPIError(
-                errcode,
-                f"WeChat {path} refused app {app.app_id!r} with {errcode} ({errmsg}): {advice}",
-                retryable=kind == "transient",
-                kind=kind,
+            raise wechat_error(
+                errcode, f"WeChat {path} refused app {app.app_id!r} with {errcode} ({errmsg})"
             )
         return reply
+
+
+def _json(response: httpx.Response, app: AppConfig, path: str) -> Any:
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        pass
+    raise GarbledReplyError(
+        f"WeChat {path} sent a reply that is not JSON for app {app.app_id!r} "
+        f"({len(response.content)} bytes, content-type "
+        f"{response.headers.get('content-type', 'none')!r}); nothing was stored"
+    )
 
 
 def _value(reply: dict[str, Any], name: str, app: AppConfig, path: str) -> str:

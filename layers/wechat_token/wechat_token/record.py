@@ -1,39 +1,115 @@
-"""The one definition of a stored credential record, shared by the refresher and consumers.
+"""The schema of a stored credential: the one definition the refresher and consumers share.
 
 One DynamoDB table holds every credential: partition key ``app_id``, sort key ``kind``.
-Times are epoch seconds (floats) stored as DynamoDB numbers. Expiry is always checked
-in code; nothing relies on DynamoDB TTL.
+Times are epoch seconds stored as DynamoDB numbers (millisecond precision). Expiry is
+always checked in code; nothing relies on DynamoDB TTL.
+
+This module *is* the schema: ``CredentialRecord``'s fields are the attribute names (the
+refresher's writer builds its expressions from them), ``CredentialRecord.from_dynamodb``
+is the only deserializer, and ``attribute_value`` the only serializer. An attribute the
+schema does not know is logged (by name, never by value) and ignored, or refused where
+``WECHAT_TOKEN_STRICT_RECORDS`` is set (the test suite sets it), so that the schema and
+what is stored cannot drift apart unnoticed.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from enum import StrEnum
+from typing import Any, Final
 
-ACCESS_TOKEN = "access_token"
-JSAPI_TICKET = "jsapi_ticket"
+logger = logging.getLogger("wechat_token")
+
+
+class Kind(StrEnum):
+    """What a record holds: the access token, or a JS-SDK ticket fetched with it."""
+
+    ACCESS_TOKEN = "access_token"
+    JSAPI_TICKET = "jsapi_ticket"
+    WX_CARD_TICKET = "wx_card_ticket"
+    AGENT_CONFIG_TICKET = "agent_config_ticket"
+
+    @property
+    def ticket_type(self) -> str | None:
+        """The ``type`` WeChat's ticket endpoint takes (``jsapi``...), or None for the token."""
+        return _TICKET_TYPE_OF.get(self)
+
+    @property
+    def is_ticket(self) -> bool:
+        return self in _TICKET_TYPE_OF
+
+    @classmethod
+    def of_ticket(cls, ticket_type: str) -> Kind:
+        """The record kind a registry ticket type (``jsapi``, ``wx_card``...) is stored as."""
+        return _KIND_OF_TICKET[ticket_type]
+
+
+_TICKET_TYPE_OF: Final = {
+    Kind.JSAPI_TICKET: "jsapi",
+    Kind.WX_CARD_TICKET: "wx_card",
+    Kind.AGENT_CONFIG_TICKET: "agent_config",
+}
+_KIND_OF_TICKET: Final = {ticket: kind for kind, ticket in _TICKET_TYPE_OF.items()}
+TICKET_TYPES: Final = tuple(_KIND_OF_TICKET)
+
+ACCESS_TOKEN: Final = Kind.ACCESS_TOKEN
+JSAPI_TICKET: Final = Kind.JSAPI_TICKET
+
+# WeChat's answers to a business call made with a token it no longer accepts (expired,
+# invalidated by a newer fetch, or not the latest). Consumers re-read on these, and the
+# refresher treats them as evidence that the stored token is dead.
+INVALID_TOKEN_CODES: Final = frozenset({40001, 40014, 42001})
 
 # WeChat counts its daily quotas in China Standard Time.
-WECHAT_TZ = timezone(timedelta(hours=8), "UTC+8")
+WECHAT_TZ: Final = timezone(timedelta(hours=8), "UTC+8")
 
-# Attribute names, in one place so that no caller spells them twice.
-PK = "app_id"
-SK = "kind"
+# Key attribute names.
+PK: Final = "app_id"
+SK: Final = "kind"
+
+STRICT_ENV: Final = "WECHAT_TOKEN_STRICT_RECORDS"
+
+
+class SchemaError(ValueError):
+    """A stored item does not match the record schema (strict mode only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialKey:
+    """Which credential: the registry's app key and the kind."""
+
+    app_id: str
+    kind: str = ACCESS_TOKEN
+
+    def item_key(self) -> dict[str, Any]:
+        """The DynamoDB key of the record, in the low-level client's wire format."""
+        return {PK: {"S": self.app_id}, SK: {"S": str(self.kind)}}
+
+    def __str__(self) -> str:
+        return f"{self.app_id}/{self.kind}"
 
 
 @dataclass(frozen=True, slots=True)
 class CredentialRecord:
-    """A credential as stored: the current value, its conservative expiry, and its history."""
+    """A credential as stored: the current value, its conservative expiry, and its history.
+
+    ``repr`` shows fingerprints and times, never the value.
+    """
 
     app_id: str
     kind: str = ACCESS_TOKEN
-    value: str | None = None
+    value: str | None = field(default=None, repr=False)
+    # Conservative: WeChat's expires_in counted from when the request was *sent*, minus skew.
     expires_at: float | None = None
     fetched_at: float | None = None
-    previous_value: str | None = None
+    # The token this one replaced, by fingerprint only, and until when WeChat still takes it.
+    previous_fingerprint: str | None = None
     previous_valid_until: float | None = None
     version: int = 0
     source: str | None = None
@@ -41,10 +117,20 @@ class CredentialRecord:
     lease_until: float | None = None
     last_success_at: float | None = None
     last_error_code: str | None = None
+    # The error's category (configuration, quota, busy, transport, ...): a fixed set.
+    last_error_class: str | None = None
     last_error_message: str | None = None
     last_error_at: float | None = None
+    # Every WeChat call for this credential, counted per WeChat day (UTC+8).
     calls_day: str | None = None
     calls_count: int = 0
+    # WeChat calls caused by consumers' passive reports, per WeChat day (capped).
+    consumer_calls_day: str | None = None
+    consumer_calls_count: int = 0
+    # The last passive or forced attempt, whatever its result, and failures since a success:
+    # spacing counts attempts, and the cool-down grows with each failure.
+    triggered_at: float | None = None
+    trigger_failures: int = 0
     passive_at: float | None = None
     foreign_rotations: int = 0
     # Stable tokens: forced refreshes counted per WeChat day (WeChat allows 20, 30 s apart).
@@ -55,18 +141,47 @@ class CredentialRecord:
     bound_to: str | None = None
 
     @classmethod
-    def from_item(cls, item: dict[str, Any]) -> CredentialRecord:
-        """Build a record from a DynamoDB item (resource-style, numbers as Decimal)."""
-        known = {f.name for f in fields(cls)}
+    def from_item(cls, item: Mapping[str, Any], *, strict: bool | None = None) -> CredentialRecord:
+        """Build a record from plain values (strings, numbers); unknown names are refused
+        in strict mode and logged by name otherwise."""
         values: dict[str, Any] = {}
+        unknown: list[str] = []
         for name, raw in item.items():
-            if name not in known:
+            convert = _CONVERTERS.get(name)
+            if convert is None:
+                if name not in _RETIRED:
+                    unknown.append(name)
                 continue
-            values[name] = _from_dynamo(raw)
-        for int_field in ("version", "calls_count", "foreign_rotations", "forces_count"):
-            if int_field in values and values[int_field] is not None:
-                values[int_field] = int(values[int_field])
+            values[name] = None if raw is None else convert(raw)
+        if unknown:
+            _unknown_attributes(item.get(PK), unknown, strict)
         return cls(**values)
+
+    @classmethod
+    def from_dynamodb(
+        cls, attributes: Mapping[str, Any], *, strict: bool | None = None
+    ) -> CredentialRecord:
+        """Build a record from a low-level DynamoDB item (``{"S": ...}``, ``{"N": ...}``)."""
+        plain: dict[str, Any] = {}
+        for name, wire in attributes.items():
+            if not isinstance(wire, Mapping) or len(wire) != 1:
+                raise SchemaError(f"attribute {name!r} is not a DynamoDB attribute value")
+            ((tag, raw),) = wire.items()
+            if tag == "NULL":
+                plain[name] = None
+            elif tag in ("S", "N", "BOOL"):
+                plain[name] = raw
+            elif name in _CONVERTERS:
+                raise SchemaError(f"attribute {name!r} has DynamoDB type {tag}, not S or N")
+            else:
+                plain[name] = None  # unknown and of an odd type: from_item reports the name
+        return cls.from_item(plain, strict=strict)
+
+    # -- predicates both sides need ------------------------------------------------------
+
+    @property
+    def key(self) -> CredentialKey:
+        return CredentialKey(self.app_id, self.kind)
 
     @property
     def has_value(self) -> bool:
@@ -79,22 +194,100 @@ class CredentialRecord:
     def remaining(self, now: float) -> float:
         return (self.expires_at - now) if self.expires_at is not None else float("-inf")
 
+    def age(self, now: float) -> float:
+        """Seconds since the current value was fetched (infinite when there is none)."""
+        return now - self.fetched_at if self.fetched_at is not None else float("inf")
+
     def calls_today(self, now: float) -> int:
         """WeChat calls counted for today in WeChat's day (UTC+8)."""
         return self.calls_count if self.calls_day == wechat_day(now) else 0
+
+    def consumer_calls_today(self, now: float) -> int:
+        """WeChat calls consumers' reports caused today (WeChat's day)."""
+        return self.consumer_calls_count if self.consumer_calls_day == wechat_day(now) else 0
 
     def forces_today(self, now: float) -> int:
         """Forced (stable-token) refreshes counted for today in WeChat's day."""
         return self.forces_count if self.forces_day == wechat_day(now) else 0
 
+    def lease_is_live(self, now: float) -> bool:
+        return self.lease_until is not None and now < self.lease_until
+
+    def error_is_current(self) -> bool:
+        """True when the last recorded error came after the last success."""
+        return self.last_error_at is not None and self.last_error_at > (
+            self.last_success_at or 0.0
+        )
+
     def fingerprint(self) -> str | None:
         return fingerprint(self.value) if self.value else None
 
+    def holds(self, stale: str) -> bool:
+        """True if ``stale`` (a token or its fingerprint) is the stored current value."""
+        if not self.value:
+            return False
+        current = fingerprint(self.value)
+        return stale == current or (
+            not stale.startswith("sha256:") and fingerprint(stale) == current
+        )
 
-def _from_dynamo(raw: Any) -> Any:
-    if isinstance(raw, Decimal):
-        return float(raw)
+
+def _integer(raw: Any) -> int:
+    return int(Decimal(str(raw)))
+
+
+def _number(raw: Any) -> float:
+    return float(Decimal(str(raw)))
+
+
+def _text(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise SchemaError(f"expected a string, got {type(raw).__name__}")
     return raw
+
+
+def _converter(annotation: str) -> Any:
+    if annotation.startswith("int"):
+        return _integer
+    if annotation.startswith("float"):
+        return _number
+    return _text
+
+
+_CONVERTERS: Final = {f.name: _converter(str(f.type)) for f in fields(CredentialRecord)}
+FIELD_NAMES: Final = frozenset(_CONVERTERS)
+# Attributes earlier versions wrote and that the writer now removes: ignored when read.
+_RETIRED: Final = frozenset({"previous_value"})
+RETIRED_ATTRIBUTES: Final = _RETIRED
+
+
+def _unknown_attributes(app_id: Any, names: list[str], strict: bool | None) -> None:
+    if strict is None:
+        strict = os.environ.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes")
+    described = ", ".join(sorted(names))
+    if strict:
+        raise SchemaError(
+            f"record {app_id!r} has attributes the schema does not define: {described}"
+        )
+    logger.warning(
+        "record %r has attributes this version does not know (%s); ignored. A newer "
+        "refresher may have written them: update the layer.",
+        app_id,
+        described,
+    )
+
+
+def attribute_value(value: str | float | bool | None) -> dict[str, Any]:
+    """One value in DynamoDB's wire format; times keep millisecond precision."""
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, int):
+        return {"N": str(value)}
+    return {"N": str(to_dynamo_number(value))}
 
 
 def to_dynamo_number(value: float) -> Decimal:

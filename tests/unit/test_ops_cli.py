@@ -1,4 +1,5 @@
-"""The operators' command line: ``wechat-token status`` and ``wechat-token refresh``.
+"""The operators' command line (``wechat_token_ops``, not in the layer): ``wechat-token
+status`` and ``wechat-token refresh``.
 
 The fixture table below is the one docs/status.md shows: one healthy credential, one about
 to expire with a live lease and most of its budget spent, one expired with a current error,
@@ -20,18 +21,13 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-from wechat_token.cli import (
-    ERROR,
-    OK,
-    WARN,
-    classify,
-    has_current_error,
-    human_duration,
-    main,
-)
 from wechat_token.record import CredentialRecord, fingerprint
+from wechat_token_ops.cli import main
+from wechat_token_ops.render import human_duration
+from wechat_token_ops.status import ERROR, OK, WARN, classify, has_current_error
 
 from local_aws.resources import create_token_table
+from scripts.local_invoke import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = "wechat-token-cli"
@@ -333,13 +329,17 @@ def test_json_shape(dynamodb: Any) -> None:
         "age_seconds": 720.0,
         "expires_at": "2026-09-21T15:56:20Z",
         "expires_in_seconds": 6180.0,
+        "previous_fingerprint": None,
         "previous_valid_until": "2026-09-21T14:04:20Z",
         "previous_valid_for_seconds": -540.0,
         "last_success_at": "2026-09-21T14:01:20Z",
         "last_error": None,
         "calls_today": 3,
+        "consumer_calls_today": 0,
         "budget": 1000,
         "budget_used": 0.003,
+        "triggered_at": None,
+        "trigger_failures": 0,
         "lease": None,
     }
     expiring = by_key[(APP_A, "jsapi_ticket")]
@@ -356,6 +356,7 @@ def test_json_shape(dynamodb: Any) -> None:
     assert expired["expires_in_seconds"] == -180.0
     assert expired["last_error"] == {
         "code": "40164",
+        "class": None,
         "message": EXPIRED["last_error_message"],
         "at": "2026-09-21T14:09:20Z",
         "current": True,
@@ -373,6 +374,41 @@ def test_json_is_healthy_when_nothing_is_wrong(dynamodb: Any) -> None:
     code, out, _ = status(dynamodb, "--json")
     assert json.loads(out)["healthy"] is True
     assert code == 0
+
+
+def test_json_and_table_show_the_records_newer_fields(dynamodb: Any) -> None:
+    put(
+        {
+            **EXPIRED,
+            "previous_fingerprint": fingerprint(TOKEN_A_OLD),
+            "last_error_class": "configuration",
+            "consumer_calls_day": TODAY,
+            "consumer_calls_count": 2,
+            "triggered_at": _n(NOW - 90),
+            "trigger_failures": 3,
+        }
+    )
+    code, out, _ = status(dynamodb, "--json")
+    [credential] = json.loads(out)["credentials"]
+    assert code == 1
+    assert credential["previous_fingerprint"] == fingerprint(TOKEN_A_OLD)
+    assert credential["last_error"]["class"] == "configuration"
+    assert credential["consumer_calls_today"] == 2
+    assert credential["triggered_at"] == "2026-09-21T14:11:50Z"
+    assert credential["trigger_failures"] == 3
+    _, out, _ = status(dynamodb)
+    attention = out.split("Needs attention:\n")[1]
+    assert "last error 40164 (configuration) 4 min ago: WeChat /cgi-bin/stable_token" in attention
+    assert "3 forced or passive refresh(es) failed since the last success" in attention
+
+
+def test_a_record_that_does_not_match_the_schema_exits_2(dynamodb: Any) -> None:
+    put({**HEALTHY, "version": "forty-two"})
+    code, out, err = status(dynamodb)
+    assert code == 2
+    assert out == ""
+    assert "does not match this version's schema" in err
+    assert TOKEN_A not in err
 
 
 # --- calls today, in WeChat's day -----------------------------------------------------------
@@ -504,7 +540,7 @@ def test_colour_when_forced(dynamodb: Any) -> None:
     healthy = _line(out, APP_A, "access_token")
     assert RED not in healthy
     assert YELLOW not in healthy
-    # Colour wraps the padded text: stripped of escapes, the table is the plain one.
+    # Colour marks the text, not its padding: stripped of escapes, the table is the plain one.
     _, plain, _ = status(dynamodb, "--color", "never")
     assert _strip_ansi(out) == plain
 
@@ -573,7 +609,14 @@ def test_bad_budget_env_exits_2(
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["frobnicate"], ["status", "--budget", "0"], ["status", "--color", "pink"], ["refresh"]],
+    [
+        [],
+        ["frobnicate"],
+        ["status", "--budget", "0"],
+        ["status", "--color", "pink"],
+        ["refresh"],
+        ["refresh", APP_A, "--kind", "session_key"],
+    ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert run(argv)[0] == 2
@@ -675,6 +718,36 @@ def test_refresh_without_a_function_name_exits_2() -> None:
     assert fake.calls == []
 
 
+@pytest.mark.parametrize("app_id", ["", "   "])
+def test_refresh_needs_an_app_id(app_id: str) -> None:
+    # The refresher refuses a forced refresh of every app; the command never sends one.
+    fake = FakeLambda(SUMMARY)
+    code, out, err = run(["refresh", app_id, "--function", "f"], lambda_client=fake)
+    assert code == 2
+    assert out == ""
+    assert "app_id" in err
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expected"),
+    [
+        ("refreshed", 0),
+        ("lease_held", 0),
+        ("failed", 1),
+        ("configuration_hold", 1),
+        ("deadline", 1),
+    ],
+)
+def test_refresh_exit_code_follows_the_refreshers_failed_outcomes(
+    outcome: str, expected: int
+) -> None:
+    summary = {"credentials": [{**SUMMARY["credentials"][0], "outcome": outcome}]}
+    code, out, _ = run(["refresh", APP_A, "--function", "f"], lambda_client=FakeLambda(summary))
+    assert code == expected
+    assert outcome in out
+
+
 def test_refresh_that_cannot_invoke_exits_2() -> None:
     class Denied:
         def invoke(self, **kwargs: Any) -> Any:
@@ -717,7 +790,7 @@ def test_no_token_or_secret_appears_in_any_output(dynamodb: Any) -> None:
         assert secret[:24] not in text
 
 
-# --- the module and the console entry -------------------------------------------------------
+# --- the module, the console entry, and the layer without it --------------------------------
 
 
 def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -726,7 +799,9 @@ def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
         for key, value in os.environ.items()
         if key not in ("TOKEN_TABLE_NAME", "REFRESHER_FUNCTION_NAME")
     }
-    env["PYTHONPATH"] = str(ROOT / "layers" / "wechat_token")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "layers" / "wechat_token"), str(ROOT / "tools")]
+    )
     return subprocess.run(
         [sys.executable, *([code] if code == "-m" else ["-c", code]), *args],
         env=env,
@@ -739,10 +814,10 @@ def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_python_dash_m_runs_the_cli() -> None:
-    result = _python("-m", "wechat_token", "status")
+    result = _python("-m", "wechat_token_ops", "status")
     assert result.returncode == 2
     assert "TOKEN_TABLE_NAME" in result.stderr
-    result = _python("-m", "wechat_token", "--help")
+    result = _python("-m", "wechat_token_ops", "--help")
     assert result.returncode == 0
     assert "status" in result.stdout
     assert "refresh" in result.stdout
@@ -750,9 +825,46 @@ def test_python_dash_m_runs_the_cli() -> None:
 
 def test_importing_stays_cheap() -> None:
     result = _python(
-        "import sys, wechat_token; assert 'wechat_token.cli' not in sys.modules; "
-        "import wechat_token.cli; "
+        "import sys, wechat_token; assert not any(m.startswith('wechat_token_ops') "
+        "or m == 'rich' for m in sys.modules); "
+        "import wechat_token_ops.cli; "
         "print(sorted(m for m in ('boto3', 'botocore', 'httpx') if m in sys.modules))"
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_console_script_is_the_ops_package() -> None:
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'wechat-token = "wechat_token_ops.cli:main"' in text
+
+
+LAYER_SOURCE = ROOT / "layers" / "wechat_token"
+
+
+def test_the_layer_holds_no_cli_code() -> None:
+    # What sam build packs is the template's ContentUri: nothing of the CLI may be in it.
+    layer = load_template(ROOT / "template.yaml")["Resources"]["WeChatTokenLayer"]
+    assert (ROOT / layer["Properties"]["ContentUri"]).resolve() == LAYER_SOURCE.resolve()
+    package = LAYER_SOURCE / "wechat_token"
+    assert (package / "__init__.py").is_file()
+    assert not (package / "cli.py").exists()
+    assert not (package / "__main__.py").exists()
+    assert not list(LAYER_SOURCE.rglob("wechat_token_ops"))
+    for source in LAYER_SOURCE.rglob("*.py"):
+        imported = _imported_modules(source)
+        assert not {m for m in imported if m.split(".")[0] in ("rich", "wechat_token_ops")}, source
+    requirements = (LAYER_SOURCE / "requirements.txt").read_text().lower()
+    assert "rich" not in requirements
+
+
+def _imported_modules(source: Path) -> set[str]:
+    import ast  # noqa: PLC0415
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source.read_text(), str(source))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names

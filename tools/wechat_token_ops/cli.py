@@ -1,0 +1,260 @@
+"""``wechat-token``: the operators' command line.
+
+    wechat-token status  [--table T] [--app APP] [--budget N] [--json] [--color WHEN]
+    wechat-token refresh APP [--kind KIND] [--function NAME] [--json] [--color WHEN]
+
+``status`` shows every credential in the token table (one paginated, strongly consistent
+Scan: needs ``dynamodb:Scan``); ``refresh`` invokes the refresher synchronously with
+``{"app_id", "kind", "force": true}`` (needs ``lambda:InvokeFunction``).
+
+boto3 is imported when a command runs. Output holds fingerprints, never a token or a
+secret: the scan does not even read a previous token, and error texts pass through
+``redact``.
+
+Exit codes: 0 healthy, 1 a credential needs attention (or the refresh failed), 2 the
+check could not be made (usage, configuration, AWS access).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, TextIO
+
+from wechat_token.record import ACCESS_TOKEN, Kind
+from wechat_token.settings import (
+    DEFAULT_DAILY_CALL_BUDGET,
+    TABLE_ENV,
+    WECHAT_DAILY_QUOTA,
+    env_int,
+    env_text,
+)
+
+from . import EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE, PROG, clients
+from .errors import OpsError, UsageError
+from .refresh import (
+    REFRESHER_ENV,
+    failed,
+    function_error_message,
+    invoke_refresher,
+    summary_entries,
+)
+from .render import refresh_text, status_text, use_color
+from .status import is_healthy, scan_records, status_json
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_lambda import LambdaClient
+
+BUDGET_ENV: Final = "DAILY_CALL_BUDGET"
+_COLOR_CHOICES: Final = ("auto", "always", "never")
+_COLOR_HELP: Final = "colour the table: auto (a terminal without NO_COLOR), always, never"
+
+
+# --- the parser -----------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--color", choices=_COLOR_CHOICES, default="auto", help=_COLOR_HELP)
+
+
+def _add_status(commands: Any) -> None:
+    status = commands.add_parser(
+        "status",
+        help="show every credential in the token table",
+        description="Show every credential in the token table (a consistent, paginated Scan: "
+        "needs dynamodb:Scan). Exit 0 healthy, 1 if a credential is expired, has no value, "
+        "or has an error newer than its last success (or none was found), 2 if the check "
+        "could not be made.",
+    )
+    status.add_argument("--table", help=f"the DynamoDB token table (default: ${TABLE_ENV})")
+    status.add_argument("--app", metavar="APP", help="only this app_id")
+    status.add_argument(
+        "--budget",
+        type=_positive_int,
+        help=f"daily WeChat call budget per credential (default: ${BUDGET_ENV}, "
+        f"else {DEFAULT_DAILY_CALL_BUDGET})",
+    )
+    _add_output_options(status)
+
+
+def _add_refresh(commands: Any) -> None:
+    refresh = commands.add_parser(
+        "refresh",
+        help="force a refresh of one app now (invokes the refresher synchronously)",
+        description='Invoke the refresher with {"app_id": APP, "kind": KIND, "force": true} '
+        "and wait for its summary (needs lambda:InvokeFunction). The app is required: the "
+        "refresher forces one credential at a time. Exit 0 on success, 1 if the refresher "
+        "failed, 2 if it could not be invoked.",
+    )
+    refresh.add_argument("app_id", metavar="APP", help="the app_id, as in the app registry")
+    refresh.add_argument(
+        "--kind",
+        default=str(ACCESS_TOKEN),
+        choices=[str(k) for k in Kind],
+        help="default: %(default)s",
+    )
+    refresh.add_argument(
+        "--function", help=f"the refresher's function name or ARN (default: ${REFRESHER_ENV})"
+    )
+    _add_output_options(refresh)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Operate the wechat-token central control server: check every stored "
+        "WeChat credential, or force a refresh. Prints fingerprints, never tokens.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_status(commands)
+    _add_refresh(commands)
+    return parser
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+def _setting(given: str | None, env: Mapping[str, str], name: str, what: str, flag: str) -> str:
+    """The flag's value, else the environment's; a usage error naming both when neither."""
+    if given is None:
+        return env_text(env, name, what=f"{what}, or pass {flag}", error=UsageError)
+    if not given.strip():
+        raise UsageError(f"{flag} is empty: give {what}.")
+    return given.strip()
+
+
+def _budget(given: int | None, env: Mapping[str, str]) -> int:
+    if given is not None:
+        return given
+    high = WECHAT_DAILY_QUOTA - 1  # as the refresher accepts it
+    return env_int(env, BUDGET_ENV, DEFAULT_DAILY_CALL_BUDGET, 1, high, error=UsageError)
+
+
+def _dump(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+# --- the commands ---------------------------------------------------------------------------
+
+
+def _run_status(
+    args: argparse.Namespace,
+    dynamodb: DynamoDBClient | None,
+    now: float,
+    env: Mapping[str, str],
+    out: TextIO,
+) -> int:
+    table = _setting(
+        args.table, env, TABLE_ENV, "the token table (the stack output TokenTableName)", "--table"
+    )
+    budget = _budget(args.budget, env)
+    records = scan_records(dynamodb or clients.dynamodb_client(), table, args.app)
+    if args.json:
+        print(_dump(status_json(records, table=table, now=now, budget=budget)), file=out)
+    else:
+        color = use_color(args.color, out, env)
+        text = status_text(
+            records, table=table, now=now, budget=budget, app_id=args.app, color=color
+        )
+        print(text, file=out)
+    return EXIT_OK if is_healthy(records, now, budget) else EXIT_UNHEALTHY
+
+
+def _run_refresh(
+    args: argparse.Namespace,
+    lambda_client: LambdaClient | None,
+    env: Mapping[str, str],
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    if not args.app_id.strip():
+        raise UsageError("refresh needs an app_id: the refresher forces one app at a time.")
+    function = _setting(
+        args.function,
+        env,
+        REFRESHER_ENV,
+        "the refresher function (the stack output RefresherFunctionName)",
+        "--function",
+    )
+    client = lambda_client or clients.lambda_client()
+    body, function_error = invoke_refresher(client, function, args.app_id, args.kind)
+    entries = summary_entries(body)
+    ok = not failed(entries, function_error)
+    if args.json:
+        result: dict[str, Any] = {
+            "function": function,
+            "app_id": args.app_id.strip(),
+            "kind": args.kind,
+            "ok": ok,
+            "credentials": entries,
+        }
+        if function_error is not None:
+            result["error"] = function_error_message(body, function_error)
+        print(_dump(result), file=out)
+    elif function_error is not None:
+        message = function_error_message(body, function_error)
+        print(f"{PROG}: the refresher failed: {message}", file=err)
+    else:
+        print(refresh_text(entries, color=use_color(args.color, out, env)), file=out)
+    return EXIT_OK if ok else EXIT_UNHEALTHY
+
+
+def _exit_code(code: str | int | None) -> int:
+    if code is None:
+        return EXIT_OK
+    return code if isinstance(code, int) else EXIT_USAGE
+
+
+def _silence_stdout() -> None:
+    """``wechat-token status | head``: the reader left. Silence the flush at exit too."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    dynamodb: DynamoDBClient | None = None,
+    lambda_client: LambdaClient | None = None,
+    now: float | None = None,
+    env: Mapping[str, str] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run the command line; the exit code. Clients, clock, environment and streams are
+    injectable for tests."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    environ = os.environ if env is None else env
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return _exit_code(exc.code)
+    try:
+        if args.command == "status":
+            clock = time.time() if now is None else now
+            return _run_status(args, dynamodb, clock, environ, out)
+        return _run_refresh(args, lambda_client, environ, out, err)
+    except OpsError as exc:
+        print(f"{PROG}: error: {exc}", file=err)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        if out is sys.stdout:
+            _silence_stdout()
+        return EXIT_UNHEALTHY
