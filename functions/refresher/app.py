@@ -52,5 +52,5 @@ def passive_handler(event: Any, context: Any) -> dict[str, Any]:
     trigger = parse_passive_event(event)
     service = _get_service()
     summary = service.report(trigger, service.deadline(context))
-    publish(summary)
+    publish(summary, scheduled=False)
     return summary.as_dict()

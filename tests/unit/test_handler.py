@@ -5,15 +5,15 @@ from __future__ import annotations
 import importlib
 import json
 import time
-from decimal import Decimal
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from wechat_token.record import fingerprint
 from token_refresher.errors import EventError, RefreshFailedError, RegistryError, SettingsError
+from wechat_token.record import fingerprint
 
 from .conftest import APP, BASE, SECRET, SECRET_ID, TABLE, Harness
 
@@ -69,10 +69,10 @@ def test_the_force_event_file_refreshes_its_app_now(
     harness.set_registry({event["app_id"]: {"secret": SECRET}})
     # The handler runs on real time: a token stored ten minutes ago is old enough to force.
     now = time.time()
+    fetched, expires = Decimal(str(round(now - 600))), Decimal(str(round(now + 6000)))
     harness.put(
         {"app_id": event["app_id"], "kind": "access_token", "value": "OLD-TOKEN-0001",
-         "fetched_at": Decimal(str(round(now - 600))), "expires_at": Decimal(str(round(now + 6000))),
-         "version": 1}
+         "fetched_at": fetched, "expires_at": expires, "version": 1}
     )  # fmt: skip
     summary = handler.lambda_handler(event, Context())
     assert summary["credentials"][0]["outcome"] == "refreshed"

@@ -328,7 +328,7 @@ def test_scheduled_input_is_events_scheduled_json_and_names_no_app(
 TOKEN_LIFE_SECONDS = 7200
 STORED_LIFE_SECONDS = TOKEN_LIFE_SECONDS - 300
 # A stable token is due below its schedule's period plus 15 minutes (the refresher's rule).
-STABLE_MARGIN_SECONDS = 900
+STABLE_MARGIN_SECONDS = 0  # stable: due below StableRefreshIntervalSeconds itself
 
 
 def _due_rule(template: dict[str, Any]) -> dict[str, float]:
@@ -876,7 +876,7 @@ def test_token_close_to_expiry_alarm_also_fires_when_the_refresher_goes_quiet(
     assert props["EvaluationPeriods"] == {"Ref": "ExpiryAlarmWindowMinutes"}
     assert props["DatapointsToAlarm"] == {"Ref": "ExpiryAlarmWindowMinutes"}
     parameters = template["Parameters"]
-    assert parameters["ExpiryAlarmThresholdSeconds"]["Default"] == 1800
+    assert parameters["ExpiryAlarmThresholdSeconds"]["Default"] == 1500
     window = parameters["ExpiryAlarmWindowMinutes"]
     # CloudWatch: Period x EvaluationPeriods at most one day.
     assert window["MaxValue"] * 60 <= 86400
@@ -895,7 +895,7 @@ def _healthy_minima(rule: dict[str, float]) -> dict[str, float]:
 def test_expiry_alarm_threshold_is_below_every_healthy_minimum(template: dict[str, Any]) -> None:
     rule = _due_rule(template)
     minima = _healthy_minima(rule)
-    assert minima == {"classic": 3780, "stable": 2580}
+    assert minima == {"classic": 3780, "stable": 1680}
     parameters = template["Parameters"]
     threshold = parameters["ExpiryAlarmThresholdSeconds"]
     # With a margin for a late or slow run (a few minutes), at the default and at the largest
@@ -1010,10 +1010,9 @@ def test_expiry_alarm_fires_soon_after_the_schedule_stops(template: dict[str, An
     first = in_alarm[0]
     window = template["Parameters"]["ExpiryAlarmWindowMinutes"]["Default"]
     assert first <= stop + (window + 2) * 60
-    # Long before any consumer fails: before any credential even gets below the threshold
-    # (classic ones still have about 50 minutes, stable ones about 30).
-    threshold = template["Parameters"]["ExpiryAlarmThresholdSeconds"]["Default"]
-    assert min(c.expires_at for c in credentials) - first >= threshold
+    # Long before any consumer fails: a quarter of an hour before the first credential
+    # expires (classic ones still have about 50 minutes, stable ones about 16).
+    assert min(c.expires_at for c in credentials) - first >= 15 * 60
     classic = [c.expires_at for c in credentials if not c.stable]
     assert min(classic) - first >= 50 * 60
 

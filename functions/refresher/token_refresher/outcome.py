@@ -61,6 +61,9 @@ class Outcome:
     # Age of the token this refresh replaced (a metric: how early tokens are renewed).
     replaced_age: float | None = None
     duration_ms: int | None = None
+    # The endpoint cannot renew the value before this many seconds (WeCom): its expiry is
+    # not a refresher failure, and it is kept out of MinSecondsToExpiry.
+    renewable_in: float | None = None
 
     @classmethod
     def skipped(
@@ -175,6 +178,11 @@ def _state(record: CredentialRecord, now: float, budget: int) -> dict[str, Any]:
         "seconds_to_expiry": record.remaining(now) if record.has_value else None,
         "calls_today": record.calls_today(now),
         "budget": budget,
+        "renewable_in": (
+            record.renewable_at - now
+            if record.renewable_at is not None and record.renewable_at > now
+            else None
+        ),
     }
 
 

@@ -44,7 +44,7 @@ class Rules:
 
     # Renew when less than this much conservative life is left (schedule period + slack).
     renew_below_seconds: float = 3900.0
-    stable_renew_below_seconds: float = 2700.0
+    stable_renew_below_seconds: float = 1800.0
     # No trigger rotates a credential younger than this (consumers cache up to 120 s and
     # WeChat keeps only two tokens: a quicker rotation evicts the one they hold).
     min_age_seconds: float = 120.0
@@ -122,6 +122,8 @@ def _skip_scheduled(
         return None
     if bound_to is not None and record.bound_to != bound_to:
         return None  # a ticket fetched with a token that has since rotated
+    if record.renewable_at is not None and now < record.renewable_at:
+        return Status.NOT_DUE  # the endpoint hands out this same value until then
     return None if rules.is_due(record, now, app_type) else Status.NOT_DUE
 
 

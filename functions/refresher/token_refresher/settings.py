@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from wechat_token.settings import (
     DEFAULT_DAILY_CALL_BUDGET,
@@ -38,7 +39,7 @@ class Settings:
     refresh_interval_seconds: float = 120.0
     refresh_slack_seconds: float = 3780.0
     # Stable tokens only rotate when forced (20 a day) or in their last 5 minutes, so they
-    # are forced when under 2700 s are left: every ~90 minutes, 16 of the 20 a day.
+    # are forced when under 1800 s are left: at an age of 85-87 min, 16.6 of the 20 a day.
     stable_refresh_interval_seconds: float = 1800.0
     stable_force_daily_limit: int = 18
     # Subtracted from WeChat's expires_in (WeChat's servers disagree by 1-2 minutes).
@@ -64,7 +65,9 @@ class Settings:
     # Ask a business API whether WeChat still accepts the stored token, at most this often
     # per credential (each scheduled run looks; the probe is outside the token quota).
     probe_stored_tokens: bool = True
-    probe_interval_seconds: float = 600.0
+    # Every 300 s: a foreign fetch leaves our token valid for WeChat's 5-minute grace, so
+    # it is found about when consumers start failing, at 288 business calls a day.
+    probe_interval_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, env: Environment | None = None) -> Settings:
@@ -73,6 +76,14 @@ class Settings:
         budget = env_int(
             env, "DAILY_CALL_BUDGET", cls.daily_call_budget, 1, WECHAT_DAILY_QUOTA - 1, error=e
         )
+        numbers: dict[str, Any] = {
+            name: env_number(env, variable, getattr(cls, name), low, high, error=e)
+            for name, variable, low, high in _NUMBERS
+        }
+        whole = {
+            name: env_int(env, variable, getattr(cls, name), low, high, error=e)
+            for name, variable, low, high in _INTEGERS
+        }
         settings = cls(
             table_name=env_text(env, TABLE_ENV, what="the DynamoDB table's name", error=e),
             registry_secret_id=env_text(
@@ -85,55 +96,15 @@ class Settings:
                 env, "WECHAT_API_BASE_URL", cls.wechat_api_base_url, error=e
             ),
             wecom_api_base_url=env_url(env, "WECOM_API_BASE_URL", cls.wecom_api_base_url, error=e),
-            refresh_interval_seconds=env_number(
-                env, "REFRESH_INTERVAL_SECONDS", cls.refresh_interval_seconds, 60, 6000, error=e
-            ),
-            stable_refresh_interval_seconds=env_number(
-                env,
-                "STABLE_REFRESH_INTERVAL_SECONDS",
-                cls.stable_refresh_interval_seconds,
-                60,
-                5400,
-                error=e,
-            ),
-            stable_force_daily_limit=env_int(
-                env, "STABLE_FORCE_DAILY_LIMIT", cls.stable_force_daily_limit, 0, 20, error=e
-            ),
-            refresh_slack_seconds=env_number(
-                env, "REFRESH_SLACK_SECONDS", cls.refresh_slack_seconds, 0, 6000, error=e
-            ),
-            expiry_skew_seconds=env_number(
-                env, "EXPIRY_SKEW_SECONDS", cls.expiry_skew_seconds, 120, 1800, error=e
-            ),
             daily_call_budget=budget,
             consumer_daily_cap=env_int(
                 env, "CONSUMER_DAILY_CALL_CAP", max(1, budget // 10), 0, budget, error=e
             ),
-            concurrency=env_int(env, "REFRESH_CONCURRENCY", cls.concurrency, 1, 256, error=e),
-            lease_seconds=env_number(env, "LEASE_SECONDS", cls.lease_seconds, 30, 900, error=e),
-            http_timeout_seconds=env_number(
-                env, "WECHAT_HTTP_TIMEOUT_SECONDS", cls.http_timeout_seconds, 1, 60, error=e
-            ),
-            max_attempts=env_int(env, "WECHAT_MAX_ATTEMPTS", cls.max_attempts, 1, 10, error=e),
-            passive_min_interval_seconds=env_number(
-                env,
-                "PASSIVE_MIN_INTERVAL_SECONDS",
-                cls.passive_min_interval_seconds,
-                30,
-                3600,
-                error=e,
-            ),
-            force_min_interval_seconds=env_number(
-                env,
-                "FORCE_MIN_INTERVAL_SECONDS",
-                cls.force_min_interval_seconds,
-                SAFE_MAX_CACHE_SECONDS,
-                3600,
-                error=e,
-            ),
             probe_stored_tokens=env_flag(
                 env, "PROBE_STORED_TOKENS", cls.probe_stored_tokens, error=e
             ),
+            **numbers,
+            **whole,
         )
         settings.check()
         return settings
@@ -163,7 +134,7 @@ class Settings:
     def rules(self) -> Rules:
         return Rules(
             renew_below_seconds=self.refresh_interval_seconds + self.refresh_slack_seconds,
-            stable_renew_below_seconds=self.stable_refresh_interval_seconds + 900.0,
+            stable_renew_below_seconds=self.stable_refresh_interval_seconds,
             min_age_seconds=self.force_min_interval_seconds,
             trigger_spacing_seconds=self.passive_min_interval_seconds,
             max_cooldown_seconds=self.max_cooldown_seconds,
@@ -174,3 +145,22 @@ class Settings:
     def refresh_cost_seconds(self) -> float:
         """The time one credential's refresh may take: its first attempt plus one retry."""
         return 2 * self.http_timeout_seconds + 2.0
+
+
+# (field, environment variable, lowest, highest) of the numeric settings.
+_NUMBERS: tuple[tuple[str, str, float, float], ...] = (
+    ("refresh_interval_seconds", "REFRESH_INTERVAL_SECONDS", 60, 6000),
+    ("refresh_slack_seconds", "REFRESH_SLACK_SECONDS", 0, 6000),
+    ("stable_refresh_interval_seconds", "STABLE_REFRESH_INTERVAL_SECONDS", 60, 5400),
+    ("expiry_skew_seconds", "EXPIRY_SKEW_SECONDS", 120, 1800),
+    ("lease_seconds", "LEASE_SECONDS", 30, 900),
+    ("http_timeout_seconds", "WECHAT_HTTP_TIMEOUT_SECONDS", 1, 60),
+    ("passive_min_interval_seconds", "PASSIVE_MIN_INTERVAL_SECONDS", 30, 3600),
+    # No trigger may rotate a credential younger than the consumers' safe maximum cache.
+    ("force_min_interval_seconds", "FORCE_MIN_INTERVAL_SECONDS", SAFE_MAX_CACHE_SECONDS, 3600),
+)
+_INTEGERS: tuple[tuple[str, str, int, int], ...] = (
+    ("stable_force_daily_limit", "STABLE_FORCE_DAILY_LIMIT", 0, 20),
+    ("concurrency", "REFRESH_CONCURRENCY", 1, 256),
+    ("max_attempts", "WECHAT_MAX_ATTEMPTS", 1, 10),
+)

@@ -22,8 +22,12 @@ metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 copy_config_to_registered_loggers(source_logger=logger, include={"wechat_token"})
 
 
-def publish(summary: RunSummary) -> None:
-    """One log line per credential, and the run's metrics."""
+def publish(summary: RunSummary, *, scheduled: bool = True) -> None:
+    """One log line per credential, and the run's metrics.
+
+    Only scheduled runs report ``MinSecondsToExpiry``: the close-to-expiry alarm treats
+    missing data as breaching, and a consumer's report must not hide a stopped schedule.
+    """
     outcomes = summary.outcomes
     for key, message in summary.invalid_entries:
         logger.error(f"registry entry {key}: {message}", extra={"app_id": key})
@@ -61,10 +65,22 @@ def publish(summary: RunSummary) -> None:
     ]
     if remaining:
         metrics.add_metric("BudgetRemaining", MetricUnit.Count, min(remaining))
-    expiries = [o.seconds_to_expiry for o in outcomes if o.seconds_to_expiry is not None]
-    # The alarm that matters most: consumers are about to fail when this nears zero. A
-    # credential without any stored value counts as expired.
+    least = min_seconds_to_expiry(summary)
+    if least is not None and scheduled:
+        metrics.add_metric("MinSecondsToExpiry", MetricUnit.Seconds, least)
+
+
+def min_seconds_to_expiry(summary: RunSummary) -> float | None:
+    """The close-to-expiry alarm's metric: the least time left on any credential the run
+    looked at (a failed one without any stored value counts as 0). Credentials whose
+    endpoint cannot renew them earlier (WeCom hands out its token until it expires) are
+    left out: their expiry is no refresher failure."""
+    outcomes = summary.outcomes
+    expiries = [
+        o.seconds_to_expiry
+        for o in outcomes
+        if o.seconds_to_expiry is not None and o.renewable_in is None
+    ]
     if any(o.seconds_to_expiry is None and o.failed for o in outcomes):
         expiries.append(0.0)
-    if expiries:
-        metrics.add_metric("MinSecondsToExpiry", MetricUnit.Seconds, max(0.0, min(expiries)))
+    return max(0.0, min(expiries)) if expiries else None

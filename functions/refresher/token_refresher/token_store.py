@@ -233,6 +233,8 @@ class NewValue:
     passive: bool = False
     foreign_rotation: bool = False
     bound_to: str | None = None
+    # The endpoint gave the stored value again: it issues no new one before this time.
+    renewable_at: float | None = None
 
 
 class Lease:
@@ -354,6 +356,10 @@ class Lease:
         )  # fmt: skip
         if new.bound_to is not None:
             update.set(bound_to=new.bound_to)
+        if new.renewable_at is not None:
+            update.set(renewable_at=new.renewable_at)
+        else:
+            update.remove("renewable_at")
         if previous.value == new.value:
             pass  # not rotated (a stable token far from expiry): the previous one stands
         elif previous.value and previous.is_valid(new.fetched_at):

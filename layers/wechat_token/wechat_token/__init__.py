@@ -6,7 +6,8 @@
 
 Importing this package imports neither boto3 nor httpx; they load on first use. The
 client and JS-SDK helpers load when first named, so a cold start that only reads tokens
-does not pay for them.
+does not pay for them. The names below are the layer's public API (pinned by a test);
+the errors' hierarchy is drawn in ``wechat_token.errors``.
 """
 
 from importlib import import_module
@@ -14,23 +15,25 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     ConfigurationError,
+    PassiveRefreshError,
     TokenError,
     TokenExpiredError,
     TokenNotFoundError,
     TokenStoreError,
+    WeChatAPIError,
+    WeChatTransportError,
 )
-from .passive import LambdaPassiveRefresh, PassiveRefreshError
+from .passive import LambdaPassiveRefresh
 from .reader import TokenReader, configure, get_access_token
-from .record import ACCESS_TOKEN, JSAPI_TICKET, CredentialRecord, fingerprint
+from .record import ACCESS_TOKEN, JSAPI_TICKET, CredentialKey, CredentialRecord, Kind, fingerprint
+from .store import DynamoDBRecordSource, InMemoryRecordSource, RecordSource
 
 if TYPE_CHECKING:
-    from .client import WeChatAPIError, WeChatClient, WeChatTransportError
+    from .client import WeChatClient
     from .jssdk import JsapiConfig, get_ticket, jsapi_signature
 
 _LAZY = {
-    "WeChatAPIError": ".client",
     "WeChatClient": ".client",
-    "WeChatTransportError": ".client",
     "JsapiConfig": ".jssdk",
     "get_ticket": ".jssdk",
     "jsapi_signature": ".jssdk",
@@ -50,10 +53,15 @@ __all__ = [
     "ACCESS_TOKEN",
     "JSAPI_TICKET",
     "ConfigurationError",
+    "CredentialKey",
     "CredentialRecord",
+    "DynamoDBRecordSource",
+    "InMemoryRecordSource",
     "JsapiConfig",
+    "Kind",
     "LambdaPassiveRefresh",
     "PassiveRefreshError",
+    "RecordSource",
     "TokenError",
     "TokenExpiredError",
     "TokenNotFoundError",

@@ -1,56 +1,43 @@
 """WeChatClient: call WeChat's server APIs with the stored token, recovering from a rejected one.
 
-On 40001 / 40014 / 42001 the client drops its cached token and re-reads the table; if the
-table still holds the rejected token, it asks the refresher for a passive refresh (one per
-process at a time), waits for the new token, and retries **once**. It never loops and
-never retries other errors, except WeChat's -1 (system busy) once after a short pause.
+On 40001 / 40014 / 42001 the client drops its cached token and re-reads the table
+(consistent); if the table still holds the rejected token, it asks the passive refresh
+function (one request per credential per process at a time, and none while the reader's
+back-off holds that credential), waits for the new token, and retries **once**. It never
+loops and never retries other errors, except WeChat's -1 (system busy) once after a short
+pause. No error it raises carries the httpx exception (which quotes the URL, token
+included) as its ``__cause__`` or ``__context__``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from .errors import TokenError
-from .passive import PassiveRefresh, PassiveRefreshError, default_passive_refresh
+from .errors import PassiveRefreshError, WeChatAPIError, WeChatTransportError
+from .passive import REPLACED_OUTCOMES, PassiveRefresh, default_passive_refresh, flight
 from .reader import TokenReader, app_id_from_env, default_reader
-from .record import ACCESS_TOKEN, fingerprint
+from .record import ACCESS_TOKEN, INVALID_TOKEN_CODES, CredentialKey, fingerprint
 from .redaction import quiet_http_loggers, redact
+from .settings import PASSIVE_FUNCTION_ENV, env_url, process_env
 
 if TYPE_CHECKING:
     import httpx
 
-INVALID_TOKEN_CODES = frozenset({40001, 40014, 42001})
-BUSY = -1
-DEFAULT_BASE_URL = "https://api.weixin.qq.com"
+__all__ = ["INVALID_TOKEN_CODES", "WeChatAPIError", "WeChatClient", "WeChatTransportError"]
+
+BUSY: Final = -1
+API_BASE_URL_ENV: Final = "WECHAT_API_BASE_URL"
+DEFAULT_BASE_URL: Final = "https://api.weixin.qq.com"
 _UNSET: Any = object()
+_NOT_JSON: Any = object()
 
-
-class WeChatAPIError(TokenError):
-    """WeChat answered with a non-zero ``errcode``."""
-
-    def __init__(self, errcode: int, errmsg: str, path: str) -> None:
-        super().__init__(f"WeChat {path} answered {errcode}: {errmsg}")
-        self.errcode = errcode
-        self.errmsg = errmsg
-        self.path = path
-
-
-class WeChatTransportError(TokenError):
-    """The request did not reach WeChat or got no usable answer (network, timeout, 5xx)."""
-
-
-_flights: dict[tuple[str, str], threading.Lock] = {}
-_flights_lock = threading.Lock()
-
-
-def _flight(key: tuple[str, str]) -> threading.Lock:
-    with _flights_lock:
-        return _flights.setdefault(key, threading.Lock())
+# One passive request per credential per process; looked up here at call time, so a
+# benchmark can swap it to model separate processes.
+_flight = flight
 
 
 class WeChatClient:
@@ -74,9 +61,7 @@ class WeChatClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.app_id = app_id or app_id_from_env()
-        self.base_url = (
-            base_url or os.environ.get("WECHAT_API_BASE_URL") or DEFAULT_BASE_URL
-        ).rstrip("/")
+        self.base_url = base_url.rstrip("/") if base_url else _base_url_from_env()
         self._reader = reader
         if passive_refresh is _UNSET:
             passive_refresh = default_passive_refresh()
@@ -110,14 +95,15 @@ class WeChatClient:
             reply = self._send(method, path, token, params, json)
             errcode = _errcode(reply)
         elif errcode in INVALID_TOKEN_CODES:
-            token = self._replacement(token, errcode, path)
+            errmsg = redact(str(reply.get("errmsg", "")), token)
+            token = self._replacement(token, errcode, errmsg, path)
             reply = self._send(method, path, token, params, json)
             errcode = _errcode(reply)
         if errcode:
             raise WeChatAPIError(errcode, redact(str(reply.get("errmsg", "")), token), path)
         return reply
 
-    def _replacement(self, rejected: str, errcode: int, path: str) -> str:
+    def _replacement(self, rejected: str, errcode: int, errmsg: str, path: str) -> str:
         """A token other than ``rejected``: from the table, or from a passive refresh."""
         reader = self.reader
         fresh = reader.refetch(self.app_id, ACCESS_TOKEN)
@@ -126,30 +112,50 @@ class WeChatClient:
         if self._passive is None:
             raise WeChatAPIError(
                 errcode,
-                "WeChat rejected the stored token and this consumer may not request a passive "
-                "refresh (set REFRESHER_FUNCTION_NAME and allow lambda:InvokeFunction)",
+                f"{errmsg} (WeChat rejected the stored token and this consumer may not request "
+                f"a passive refresh: set {PASSIVE_FUNCTION_ENV} and allow lambda:InvokeFunction "
+                "on the PassiveRefreshFunction)",
                 path,
             )
-        # One passive refresh per credential per process; the other threads wait for it.
-        with _flight((self.app_id, ACCESS_TOKEN)):
+        key = CredentialKey(self.app_id, ACCESS_TOKEN)
+        backoff = reader.backoff
+        # One passive request per credential per process; the other threads wait for it.
+        with _flight(key):
             fresh = reader.refetch(self.app_id, ACCESS_TOKEN)
             if fresh != rejected:
                 return fresh
-            outcome = self._passive(self.app_id, ACCESS_TOKEN, fingerprint(rejected), errcode)
-            deadline = time.monotonic() + self._wait_seconds
-            while True:
-                fresh = reader.refetch(self.app_id, ACCESS_TOKEN)
-                if fresh != rejected:
-                    return fresh
-                if outcome not in ("lease_held", "already_replaced") or (
-                    time.monotonic() >= deadline
-                ):
-                    raise PassiveRefreshError(
-                        f"WeChat rejected the token for {self.app_id} ({errcode}) and the "
-                        f"refresher did not replace it (outcome: {outcome}); check the "
-                        "refresher's logs"
-                    )
-                self._sleep(0.2)
+            now = reader.clock()
+            outcome = backoff.ask(self._passive, key, fingerprint(rejected), errcode, now)
+            if outcome == "token_accepted":
+                raise WeChatAPIError(
+                    errcode,
+                    f"{errmsg} (the refresher checked: WeChat still accepts the stored token, "
+                    "so this rejection is not the token's; check the request itself)",
+                    path,
+                )
+            if outcome in REPLACED_OUTCOMES:
+                replacement = self._wait_for_replacement(rejected, outcome)
+                if replacement is not None:
+                    return replacement
+                backoff.hold(key, now, f"the table still held the rejected token after {outcome!r}")
+            raise PassiveRefreshError(
+                f"WeChat rejected the token for {self.app_id} ({errcode}) and the refresher did "
+                f"not replace it (outcome: {outcome}); check the passive refresh function's logs",
+                outcome=outcome,
+            )
+
+    def _wait_for_replacement(self, rejected: str, outcome: str) -> str | None:
+        """The new token once the table holds one; None if it did not within the wait."""
+        deadline = time.monotonic() + self._wait_seconds
+        while True:
+            fresh = self.reader.refetch(self.app_id, ACCESS_TOKEN)
+            if fresh != rejected:
+                return fresh
+            # A held lease or a replacement not yet visible: worth waiting for. A refresh
+            # that answered "refreshed" is already in the table: no point in polling.
+            if outcome == "refreshed" or time.monotonic() >= deadline:
+                return None
+            self._sleep(0.2)
 
     def _send(
         self, method: str, path: str, token: str, params: dict[str, Any] | None, body: Any
@@ -166,25 +172,33 @@ class WeChatClient:
             # WeChat wants UTF-8 JSON with Chinese unescaped (ensure_ascii would garble some APIs).
             content = json.dumps(body, ensure_ascii=False).encode()
             headers["Content-Type"] = "application/json; charset=utf-8"
+        failure: str | None = None
         try:
             response = self._http.request(
                 method, self.base_url + path, params=query, content=content, headers=headers
             )
-        except httpx.HTTPError as exc:
-            raise WeChatTransportError(
-                f"{type(exc).__name__} calling WeChat {path}: {redact(str(exc), token)}"
-            ) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            # httpx's errors quote the URL, and the URL holds the token: the message is
+            # redacted here and raised below, with no exception attached.
+            failure = f"{type(exc).__name__} calling WeChat {path}: {redact(str(exc), token)}"
+        if failure is not None:
+            raise WeChatTransportError(failure)
         if response.status_code >= 500:
             raise WeChatTransportError(f"WeChat {path} answered HTTP {response.status_code}")
-        try:
+        reply: Any = _NOT_JSON
+        with contextlib.suppress(ValueError):  # the decode error quotes the body: not kept
             reply = response.json()
-        except ValueError:
+        if reply is _NOT_JSON:
             raise WeChatTransportError(
                 f"WeChat {path} answered HTTP {response.status_code} with a body that is not JSON"
-            ) from None
+            )
         if not isinstance(reply, dict):
             raise WeChatTransportError(f"WeChat {path} answered JSON that is not an object")
         return reply
+
+
+def _base_url_from_env() -> str:
+    return env_url(process_env(), API_BASE_URL_ENV, DEFAULT_BASE_URL)
 
 
 def _errcode(reply: dict[str, Any]) -> int:

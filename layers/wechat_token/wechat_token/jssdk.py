@@ -8,12 +8,10 @@ import time
 from typing import TypedDict
 
 from .reader import TokenReader, app_id_from_env, default_reader
+from .record import TICKET_TYPES, Kind
 
-TICKET_KINDS = {
-    "jsapi": "jsapi_ticket",
-    "wx_card": "wx_card_ticket",
-    "agent_config": "agent_config_ticket",
-}
+# ticket type (``jsapi``...) -> the record kind it is stored as; from the schema's one table.
+TICKET_KINDS = {ticket_type: Kind.of_ticket(ticket_type) for ticket_type in TICKET_TYPES}
 
 
 class JsapiConfig(TypedDict):
@@ -31,12 +29,9 @@ def get_ticket(app_id: str | None = None, ticket_type: str = "jsapi") -> str:
 
 
 def _ticket(reader: TokenReader, app_id: str | None, ticket_type: str) -> str:
-    try:
-        kind = TICKET_KINDS[ticket_type]
-    except KeyError:
-        raise ValueError(
-            f"ticket_type must be one of {sorted(TICKET_KINDS)}, not {ticket_type!r}"
-        ) from None
+    kind = TICKET_KINDS.get(ticket_type)
+    if kind is None:
+        raise ValueError(f"ticket_type must be one of {sorted(TICKET_KINDS)}, not {ticket_type!r}")
     return reader.get(app_id or app_id_from_env(), kind)
 
 

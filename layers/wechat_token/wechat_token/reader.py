@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
 
 from .errors import (
     ConfigurationError,
@@ -16,124 +16,176 @@ from .errors import (
     TokenNotFoundError,
     TokenStoreError,
 )
-from .passive import PassiveRefresh, default_passive_refresh
-from .record import ACCESS_TOKEN, CredentialRecord, fingerprint, iso
-from .store import default_dynamodb_client, read_record, table_name_from_env
+from .passive import (
+    REPLACED_OUTCOMES,
+    PassiveBackoff,
+    PassiveRefresh,
+    default_passive_refresh,
+)
+from .record import ACCESS_TOKEN, CredentialKey, CredentialRecord, fingerprint, iso
+from .settings import (
+    APP_ID_ENV,
+    CACHE_SECONDS_ENV,
+    DEFAULT_CACHE_SECONDS,
+    SAFE_MAX_CACHE_SECONDS,
+    SWITCH_MARGIN_SECONDS,
+    WECHAT_GRACE_SECONDS,
+    WECHAT_SERVER_SKEW_SECONDS,
+    env_number,
+    env_text,
+    process_env,
+)
+from .store import DynamoDBRecordSource, RecordSource
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 logger = logging.getLogger("wechat_token")
 
-APP_ID_ENV = "WECHAT_APP_ID"
-CACHE_SECONDS_ENV = "WECHAT_TOKEN_CACHE_SECONDS"
-DEFAULT_CACHE_SECONDS = 60.0
 _UNSET: Any = object()
 
+# Why the cache may not be longer: stated in every refusal of a longer one.
+SAFE_MAX_WHY: Final = (
+    f" seconds: after a rotation WeChat accepts the old token for {WECHAT_GRACE_SECONDS:g} s, "
+    f"but its servers disagree by up to {WECHAT_SERVER_SKEW_SECONDS:g} s, and "
+    f"{SWITCH_MARGIN_SECONDS:g} s are kept for the refresher's write and the read "
+    f"({WECHAT_GRACE_SECONDS:g} - {WECHAT_SERVER_SKEW_SECONDS:g} - "
+    f"{SWITCH_MARGIN_SECONDS:g} = {SAFE_MAX_CACHE_SECONDS:g} s at most; "
+    f"default {DEFAULT_CACHE_SECONDS:g})"
+)
 
-class _Entry(NamedTuple):
-    value: str
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """One cached credential; ``repr`` shows its times, never the value."""
+
+    value: str = field(repr=False)
     cache_until: float  # never later than expires_at
     expires_at: float
 
 
 def cache_seconds_from_env() -> float:
-    raw = os.environ.get(CACHE_SECONDS_ENV)
-    if raw is None or raw.strip() == "":
-        return DEFAULT_CACHE_SECONDS
-    try:
-        seconds = float(raw)
-    except ValueError:
+    return env_number(
+        process_env(),
+        CACHE_SECONDS_ENV,
+        DEFAULT_CACHE_SECONDS,
+        0.0,
+        SAFE_MAX_CACHE_SECONDS,
+        why=SAFE_MAX_WHY,
+    )
+
+
+def checked_cache_seconds(seconds: float) -> float:
+    """``seconds`` if it is a safe cache lifetime, else a ``ConfigurationError`` saying why."""
+    if not 0 <= seconds <= SAFE_MAX_CACHE_SECONDS:  # also refuses NaN
         raise ConfigurationError(
-            f"{CACHE_SECONDS_ENV}={raw!r} is not a number of seconds (default 60)."
-        ) from None
-    if not 0 <= seconds <= 3600:
-        raise ConfigurationError(
-            f"{CACHE_SECONDS_ENV}={raw!r} must be between 0 and 3600 seconds; keep it well "
-            "inside WeChat's 5-minute grace window (default 60)."
+            f"cache_seconds={seconds!r} is out of range: use 0 to "
+            f"{SAFE_MAX_CACHE_SECONDS:g}{SAFE_MAX_WHY}."
         )
-    return seconds
+    return float(seconds)
 
 
 def app_id_from_env() -> str:
-    app_id = os.environ.get(APP_ID_ENV, "").strip()
-    if not app_id:
-        raise ConfigurationError(
-            f"No app_id given and {APP_ID_ENV} is not set: pass app_id= or set {APP_ID_ENV} "
-            "to the app's key in the wechat-token registry."
-        )
-    return app_id
+    return env_text(
+        process_env(),
+        APP_ID_ENV,
+        what="the app's key in the wechat-token registry, or pass app_id=",
+    )
 
 
 class TokenReader:
-    """Reads credentials from the token table, caching each one in memory.
+    """Reads credentials from a record source (the token table), caching each in memory.
 
     A cached entry lives ``min(cache_seconds, expires_at - now)``: short enough that a
     consumer switches to a rotated token well inside WeChat's 5-minute grace, and never
-    past the credential's own expiry. A hit costs a dict lookup and a clock read.
+    past the credential's own expiry. A hit costs a dict lookup and a clock read
+    (``cached``). Misses of different credentials never wait for each other.
+
+    ``source`` is any ``RecordSource``; ``table_name=``/``client=`` build a
+    ``DynamoDBRecordSource`` (the default: ``TOKEN_TABLE_NAME``, a boto3 client on first use).
     """
 
     def __init__(
         self,
         table_name: str | None = None,
         *,
+        source: RecordSource | None = None,
         client: DynamoDBClient | None = None,
         cache_seconds: float | None = None,
         clock: Callable[[], float] = time.time,
         passive_refresh: PassiveRefresh | None = _UNSET,
     ) -> None:
-        self._table_name = table_name
-        # On an expired record, ask the refresher once (if this consumer may), then re-read.
+        if source is not None and (table_name is not None or client is not None):
+            raise TypeError("pass either source= or table_name=/client=, not both")
+        self._source: RecordSource = source or DynamoDBRecordSource(client, table_name)
+        self._cache_seconds = (
+            cache_seconds_from_env()
+            if cache_seconds is None
+            else checked_cache_seconds(cache_seconds)
+        )
+        self._clock = clock
+        # On an expired record, ask the passive refresh function once (if this consumer may).
         self._passive: PassiveRefresh | None = (
             default_passive_refresh() if passive_refresh is _UNSET else passive_refresh
         )
-        self._client = client
-        self._cache_seconds = cache_seconds_from_env() if cache_seconds is None else cache_seconds
-        self._clock = clock
-        # kind -> app_id -> entry; the access_token dict is also the hot path's.
-        self._entries: dict[str, dict[str, _Entry]] = {ACCESS_TOKEN: {}}
-        self._tokens = self._entries[ACCESS_TOKEN]
-        self._miss_lock = threading.Lock()
+        self._backoff = PassiveBackoff()
+        # kind -> app_id -> entry (kind first: the access_token dict is the hot path's).
+        self._entries: dict[str, dict[str, CacheEntry]] = {ACCESS_TOKEN: {}}
+        self._locks: dict[CredentialKey, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     @property
-    def table_name(self) -> str:
-        if self._table_name is None:
-            self._table_name = table_name_from_env()
-        return self._table_name
-
-    @property
-    def client(self) -> DynamoDBClient:
-        if self._client is None:
-            self._client = default_dynamodb_client()
-        return self._client
+    def source(self) -> RecordSource:
+        return self._source
 
     @property
     def cache_seconds(self) -> float:
         return self._cache_seconds
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
+    @property
+    def backoff(self) -> PassiveBackoff:
+        """This reader's negative cache of passive requests (shared with its WeChatClients)."""
+        return self._backoff
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def cached(self, app_id: str, kind: str = ACCESS_TOKEN) -> str | None:
+        """The cached value while it is fresh, else None. The fast path: no I/O, no lock."""
+        entries = self._entries.get(kind)
+        if entries is not None:
+            entry = entries.get(app_id)
+            if entry is not None and self._clock() < entry.cache_until:
+                return entry.value
+        return None
+
     def get(self, app_id: str | None = None, kind: str = ACCESS_TOKEN) -> str:
         """The current credential value; raises a ``TokenError`` rather than return a stale one."""
         app_id = app_id or app_id_from_env()
-        entries = self._entries.setdefault(kind, {})
-        entry = entries.get(app_id)
-        if entry is not None and self._clock() < entry[1]:
-            return entry[0]
-        with self._miss_lock:
-            entry = entries.get(app_id)
-            if entry is not None and self._clock() < entry[1]:
-                return entry[0]
-            return self._load(app_id, kind, entry)
-
-    def invalidate(self, app_id: str | None = None, kind: str = ACCESS_TOKEN) -> None:
-        """Forget the cached value, so that the next ``get`` reads the table."""
-        self._entries.get(kind, {}).pop(app_id or app_id_from_env(), None)
+        value = self.cached(app_id, kind)
+        if value is not None:
+            return value
+        key = CredentialKey(app_id, kind)
+        with self._lock(key):
+            value = self.cached(app_id, kind)
+            if value is not None:
+                return value
+            return self._load(key, self._entry(key))
 
     def refetch(self, app_id: str | None = None, kind: str = ACCESS_TOKEN) -> str:
         """Drop the cached value and read the table with a strongly consistent read."""
-        app_id = app_id or app_id_from_env()
-        with self._miss_lock:
-            stale = self._entries.get(kind, {}).pop(app_id, None)
-            return self._load(app_id, kind, stale, consistent=True)
+        key = CredentialKey(app_id or app_id_from_env(), kind)
+        with self._lock(key):
+            stale = self._entry(key)
+            self._forget(key)
+            return self._load(key, stale, consistent=True)
+
+    def invalidate(self, app_id: str | None = None, kind: str = ACCESS_TOKEN) -> None:
+        """Forget the cached value, so that the next ``get`` reads the table."""
+        self._forget(CredentialKey(app_id or app_id_from_env(), kind))
 
     def clear(self) -> None:
         for entries in self._entries.values():
@@ -141,58 +193,97 @@ class TokenReader:
 
     def read(self, app_id: str, kind: str = ACCESS_TOKEN) -> CredentialRecord | None:
         """The stored record itself (uncached, strongly consistent), for diagnostics."""
-        return read_record(self.client, self.table_name, app_id, kind, consistent=True)
+        return self._source.get(CredentialKey(app_id, kind), True)
+
+    # -- misses ----------------------------------------------------------------------------
+
+    def _lock(self, key: CredentialKey) -> threading.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            with self._locks_lock:
+                lock = self._locks.setdefault(key, threading.Lock())
+        return lock
+
+    def _entry(self, key: CredentialKey) -> CacheEntry | None:
+        return self._entries.get(key.kind, {}).get(key.app_id)
+
+    def _forget(self, key: CredentialKey) -> None:
+        self._entries.get(key.kind, {}).pop(key.app_id, None)
 
     def _load(
-        self,
-        app_id: str,
-        kind: str,
-        stale: _Entry | None,
-        *,
-        consistent: bool = False,
-        passive_allowed: bool = True,
+        self, key: CredentialKey, stale: CacheEntry | None, *, consistent: bool = False
     ) -> str:
-        entries = self._entries.setdefault(kind, {})
         try:
-            record = read_record(self.client, self.table_name, app_id, kind, consistent=consistent)
+            record = self._source.get(key, consistent)
         except TokenStoreError:
             # Last known good: a value we already hold stays usable until its own expiry,
             # so a DynamoDB hiccup does not take every consumer down with it.
-            now = self._clock()
-            if stale is not None and now < stale.expires_at:
+            if stale is not None and self._clock() < stale.expires_at:
                 logger.warning(
-                    "DynamoDB read failed for %s/%s; serving the cached %s until it expires at %s",
-                    app_id,
-                    kind,
+                    "reading %s from %s failed; serving the cached %s until it expires at %s",
+                    key,
+                    self._source,
                     fingerprint(stale.value),
                     iso(stale.expires_at),
                 )
                 return stale.value
             raise
         now = self._clock()
+        if record is not None and record.is_valid(now):
+            return self._remember(key, record, now)
+        self._forget(key)
         if record is None or not record.has_value:
-            entries.pop(app_id, None)
-            raise TokenNotFoundError(self._not_found_message(app_id, kind, record))
+            raise TokenNotFoundError(self._not_found_message(key, record))
+        return self._expired(key, record, now)
+
+    def _remember(self, key: CredentialKey, record: CredentialRecord, now: float) -> str:
         assert record.value is not None
         assert record.expires_at is not None
-        if not record.is_valid(now):
-            entries.pop(app_id, None)
-            if self._passive is not None and passive_allowed:
-                try:
-                    self._passive(app_id, kind, fingerprint(record.value), 42001)
-                except TokenError as exc:
-                    logger.warning("passive refresh of expired %s/%s failed: %s", app_id, kind, exc)
-                return self._load(app_id, kind, None, consistent=True, passive_allowed=False)
-            raise TokenExpiredError(self._expired_message(record, now))
-        cache_until = min(now + self.cache_seconds, record.expires_at)
-        entries[app_id] = _Entry(record.value, cache_until, record.expires_at)
+        cache_until = min(now + self._cache_seconds, record.expires_at)
+        self._entries.setdefault(key.kind, {})[key.app_id] = CacheEntry(
+            record.value, cache_until, record.expires_at
+        )
         return record.value
 
-    def _not_found_message(self, app_id: str, kind: str, record: CredentialRecord | None) -> str:
+    def _expired(self, key: CredentialKey, record: CredentialRecord, now: float) -> str:
+        """An expired record: ask for a passive refresh once (unless backing off), re-read."""
+        passive = self._passive
+        if passive is None:
+            raise TokenExpiredError(self._expired_message(record, now))
+        note = self._ask(passive, key, record, now)
+        if note is None:  # the function answered with a (coming) replacement
+            fresh = self._source.get(key, True)
+            now = self._clock()
+            if fresh is not None and fresh.is_valid(now):
+                return self._remember(key, fresh, now)
+            note = "a passive refresh was requested, but the table still holds no valid value"
+            self._backoff.hold(key, now, "the record was still expired after a passive refresh")
+        raise TokenExpiredError(f"{self._expired_message(record, now)} {note}.")
+
+    def _ask(
+        self, passive: PassiveRefresh, key: CredentialKey, record: CredentialRecord, now: float
+    ) -> str | None:
+        """None if the function answered with a replacement, else what happened instead."""
+        refusal = self._backoff.refusal(key, now)
+        if refusal is not None:
+            return f"No passive refresh asked before {iso(refusal.until)}: {refusal.reason}"
+        stale = record.fingerprint() or ""
+        note: str | None = None
+        try:
+            outcome = self._backoff.ask(passive, key, stale, 42001, now)
+        except TokenError as exc:
+            note = f"The passive refresh failed: {exc}"
+            logger.warning("passive refresh of expired %s failed: %s", key, exc)
+        else:
+            if outcome not in REPLACED_OUTCOMES:
+                note = f"A passive refresh was refused: the refresher answered {outcome!r}"
+        return note
+
+    def _not_found_message(self, key: CredentialKey, record: CredentialRecord | None) -> str:
         message = (
-            f"No {kind} for app '{app_id}' in DynamoDB table '{self.table_name}'. "
-            "Check that the app is in the registry secret (WECHAT_APPS_SECRET_ID) under this "
-            "exact key and that the refresher has run"
+            f"No {key.kind} for app '{key.app_id}' in {self._source}. Check that the app is "
+            "in the registry secret (WECHAT_APPS_SECRET_ID) under this exact key and that the "
+            "refresher has run"
         )
         if record is not None:
             message += f"; the refresher last succeeded {iso(record.last_success_at)}"
@@ -202,8 +293,8 @@ class TokenReader:
     def _expired_message(self, record: CredentialRecord, now: float) -> str:
         assert record.expires_at is not None
         return (
-            f"The {record.kind} for app '{record.app_id}' in DynamoDB table '{self.table_name}' "
-            f"expired at {iso(record.expires_at)} ({now - record.expires_at:.0f} s ago). "
+            f"The {record.kind} for app '{record.app_id}' in {self._source} expired at "
+            f"{iso(record.expires_at)} ({now - record.expires_at:.0f} s ago). "
             f"The refresher last succeeded {iso(record.last_success_at)}{_last_error(record)}. "
             "Check the refresher's logs and alarms, and that its schedule is enabled."
         )
@@ -235,17 +326,25 @@ def default_reader() -> TokenReader:
 def configure(
     table_name: str | None = None,
     *,
+    source: RecordSource | None = None,
     client: DynamoDBClient | None = None,
     cache_seconds: float | None = None,
     clock: Callable[[], float] = time.time,
+    passive_refresh: PassiveRefresh | None = _UNSET,
 ) -> TokenReader:
-    """Replace the process-wide reader (inject a client, a table or a clock, e.g. in tests)."""
+    """Replace the process-wide reader (inject a source, a table, a client or a clock)."""
     global _default_reader  # noqa: PLW0603
+    reader = TokenReader(
+        table_name,
+        source=source,
+        client=client,
+        cache_seconds=cache_seconds,
+        clock=clock,
+        passive_refresh=passive_refresh,
+    )
     with _default_lock:
-        _default_reader = TokenReader(
-            table_name, client=client, cache_seconds=cache_seconds, clock=clock
-        )
-    return _default_reader
+        _default_reader = reader
+    return reader
 
 
 def get_access_token(app_id: str | None = None) -> str:
@@ -255,10 +354,9 @@ def get_access_token(app_id: str | None = None) -> str:
     ``TokenNotFoundError`` or ``TokenExpiredError`` (both ``TokenError``) instead of ever
     returning a token past its expiry.
     """
-    # The hot path, inlined: a dict lookup and a clock read when the token is cached.
     reader = _default_reader
     if reader is not None and app_id is not None:
-        entry = reader._tokens.get(app_id)
-        if entry is not None and reader._clock() < entry[1]:
-            return entry[0]
+        value = reader.cached(app_id)  # the hot path: a dict lookup and a clock read
+        if value is not None:
+            return value
     return default_reader().get(app_id, ACCESS_TOKEN)

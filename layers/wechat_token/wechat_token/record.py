@@ -139,6 +139,9 @@ class CredentialRecord:
     last_force_at: float | None = None
     # Tickets: the fingerprint of the access_token they were fetched with.
     bound_to: str | None = None
+    # Set when the endpoint handed out the stored value again (WeCom hands out the current
+    # token until it expires): no new value can be had before this time.
+    renewable_at: float | None = None
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any], *, strict: bool | None = None) -> CredentialRecord:
@@ -215,9 +218,7 @@ class CredentialRecord:
 
     def error_is_current(self) -> bool:
         """True when the last recorded error came after the last success."""
-        return self.last_error_at is not None and self.last_error_at > (
-            self.last_success_at or 0.0
-        )
+        return self.last_error_at is not None and self.last_error_at > (self.last_success_at or 0.0)
 
     def fingerprint(self) -> str | None:
         return fingerprint(self.value) if self.value else None
