@@ -296,6 +296,22 @@ class FunctionSpec:
         return f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{self.function_name}"
 
 
+def _code_dir(properties: Mapping[str, Any], template_dir: Path, function_id: str) -> Path:
+    """The function's local code directory (a zip function's CodeUri)."""
+    if properties.get("PackageType") == "Image":
+        raise LocalInvokeError(f"{function_id} is an image function; only zip functions run here.")
+    code_uri = properties.get("CodeUri", properties.get("Code"))
+    if not isinstance(code_uri, str):
+        raise LocalInvokeError(
+            f"{function_id}'s code is not a local directory ({code_uri!r}); run `sam build` and "
+            "use the built template."
+        )
+    code_dir = (template_dir / code_uri).resolve()
+    if not code_dir.is_dir():
+        raise LocalInvokeError(f"{function_id}'s code directory {code_dir} does not exist.")
+    return code_dir
+
+
 def resolve_function(
     template: Mapping[str, Any],
     template_dir: Path,
@@ -326,17 +342,7 @@ def resolve_function(
     # that mean nothing here.
     properties = resolver.resolve({k: v for k, v in properties.items() if k in _RUN_PROPERTIES})
 
-    if properties.get("PackageType") == "Image":
-        raise LocalInvokeError(f"{function_id} is an image function; only zip functions run here.")
-    code_uri = properties.get("CodeUri", properties.get("Code"))
-    if not isinstance(code_uri, str):
-        raise LocalInvokeError(
-            f"{function_id}'s code is not a local directory ({code_uri!r}); run `sam build` and "
-            "use the built template."
-        )
-    code_dir = (template_dir / code_uri).resolve()
-    if not code_dir.is_dir():
-        raise LocalInvokeError(f"{function_id}'s code directory {code_dir} does not exist.")
+    code_dir = _code_dir(properties, template_dir, function_id)
     runtime = str(properties.get("Runtime", ""))
     if not runtime.startswith("python"):
         raise LocalInvokeError(f"{function_id} has runtime {runtime!r}; only Python runs here.")
@@ -566,6 +572,17 @@ class InvokeResult:
         return self.payload
 
 
+def _built_template(
+    build_dir: str | os.PathLike[str], template: str | os.PathLike[str] | None
+) -> Path:
+    template_path = Path(template) if template is not None else Path(build_dir) / "template.yaml"
+    if not template_path.is_file():
+        raise LocalInvokeError(
+            f"{template_path} not found: build first (`make build`, i.e. `sam build`)."
+        )
+    return template_path
+
+
 def invoke(
     function_id: str,
     event: Any,
@@ -586,12 +603,7 @@ def invoke(
     the function import anything this interpreter can (not just what Lambda would have).
     ``stream_logs`` sends the function's logs to this process's stderr as they happen.
     """
-    build_path = Path(build_dir)
-    template_path = Path(template) if template is not None else build_path / "template.yaml"
-    if not template_path.is_file():
-        raise LocalInvokeError(
-            f"{template_path} not found: build first (`make build`, i.e. `sam build`)."
-        )
+    template_path = _built_template(build_dir, template)
     overrides = {str(key): _stringify(value) for key, value in (env or {}).items()}
     region = region or overrides.get("AWS_REGION") or DEFAULT_REGION
     spec = resolve_function(

@@ -182,12 +182,7 @@ class WeChatSimulator:
         log_business_calls: bool = False,
         call_log_limit: int = 1_000_000,
     ) -> None:
-        if servers < 1:
-            raise ValueError("servers must be at least 1")
-        if skew_seconds < 0 or grace_seconds < 0 or latency < 0:
-            raise ValueError("skew, grace and latency cannot be negative")
-        if token_lifetime <= grace_seconds:
-            raise ValueError("token_lifetime must be longer than grace_seconds")
+        _check_options(servers, skew_seconds, grace_seconds, latency, token_lifetime)
         if wrong_secret_errcode not in (40001, 40125):
             raise ValueError("wrong_secret_errcode must be 40125 or 40001")
         self._lock = threading.RLock()
@@ -205,13 +200,7 @@ class WeChatSimulator:
         self.force_refresh_interval = 30.0
 
         setup = random.Random(f"{seed}:servers")
-        if server_offsets is not None:
-            offsets = tuple(float(o) for o in server_offsets)
-            if not offsets:
-                raise ValueError("server_offsets cannot be empty")
-        else:
-            offsets = tuple(setup.uniform(-skew_seconds, skew_seconds) for _ in range(servers))
-        self._offsets: tuple[float, ...] = offsets
+        self._offsets: tuple[float, ...] = _offsets(setup, servers, skew_seconds, server_offsets)
         self._route = random.Random(f"{seed}:route")
         self._mint = random.Random(f"{seed}:tokens")
         self._token_prefix = str(setup.randint(80, 99))
@@ -1021,3 +1010,26 @@ class WeChatSimulator:
             req.now, req.server, req.method, req.path, owner, 0, detailed=detailed, token_fp=fp
         )
         return SimResponse(200, dict(JSON), _WECOM_IP_BODY if wecom else _MP_IP_BODY)
+
+
+def _check_options(
+    servers: int, skew: float, grace: float, latency: float, token_lifetime: int
+) -> None:
+    if servers < 1:
+        raise ValueError("servers must be at least 1")
+    if skew < 0 or grace < 0 or latency < 0:
+        raise ValueError("skew, grace and latency cannot be negative")
+    if token_lifetime <= grace:
+        raise ValueError("token_lifetime must be longer than grace_seconds")
+
+
+def _offsets(
+    setup: random.Random, servers: int, skew: float, given: Iterable[float] | None
+) -> tuple[float, ...]:
+    """Each server's clock offset: as given, or drawn within +-skew."""
+    if given is None:
+        return tuple(setup.uniform(-skew, skew) for _ in range(servers))
+    offsets = tuple(float(o) for o in given)
+    if not offsets:
+        raise ValueError("server_offsets cannot be empty")
+    return offsets
