@@ -8,8 +8,10 @@ retries it, exactly as it would against AWS. ``land_then_timeout`` sends the req
 real and then loses the answer: the write happened, the caller only saw a timeout.
 
 Each UpdateItem is told apart by its expression, so a rule can target one step of the
-refresh: ``read`` (GetItem), ``lease``, ``count`` (the daily budget), ``write`` (the fenced
-write that also releases the lease), ``fail`` (record the error, release) and ``release``.
+refresh: ``read`` (GetItem), ``lease`` (``TokenStore.acquire``), ``count`` (the daily
+budget, ``Lease.count_call``), ``force`` (``Lease.reserve_force``), ``write`` (the fenced
+``Lease.commit``, which also releases the lease), ``fail`` (``Lease.fail``: record the
+error, release) and ``release`` (``Lease.release``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from token_refresher.settings import Settings
 from token_refresher.token_store import TokenStore
 from token_refresher.wiring import AWS_CONFIG, build_service
 from wechat_token import TokenReader
-from wechat_token.record import ACCESS_TOKEN, CredentialKey, CredentialRecord
+from wechat_token.record import ACCESS_TOKEN, CredentialKey, CredentialRecord, fingerprint
 
 from local_aws import DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, LOCAL_REGION, LocalTable
 from simulator import ManualClock, WeChatSimulator
@@ -50,7 +52,7 @@ START = 1_790_000_000.0  # 2026-09-21T13:33:20Z
 # WeChat's documented life minus the refresher's default skew margin.
 USABLE_LIFE = 7200 - 300
 
-STEPS = ("read", "lease", "count", "write", "fail", "release", "other")
+STEPS = ("read", "lease", "count", "force", "write", "fail", "release", "other")
 
 # (HTTP status, DynamoDB error code) for the error-response faults.
 ERRORS: dict[str, tuple[int, str]] = {
@@ -65,7 +67,13 @@ ACTIONS = (*ERRORS, *TIMEOUTS, "land_then_timeout", "call")
 
 
 def classify(request: AWSPreparedRequest) -> str:
-    """Which step of the refresh an HTTP request to DynamoDB is."""
+    """Which step of the refresh an HTTP request to DynamoDB is.
+
+    Every UpdateItem names its attributes through ``#name`` placeholders (token_store's
+    ``Update``), so a step is known by what it sets: the lease sets ``#lease_owner`` under a
+    condition on ``#lease_until``; the budget count sets ``#calls_count``; the fenced commit
+    sets ``#value``; a failure record sets ``#last_error_code``; a release only removes.
+    """
     raw = request.headers.get("X-Amz-Target", b"")
     target = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
     operation = target.rpartition(".")[2]
@@ -75,16 +83,22 @@ def classify(request: AWSPreparedRequest) -> str:
         return "other"
     body = request.body
     text = body.decode() if isinstance(body, bytes) else str(body or "{}")
-    expression = json.loads(text).get("UpdateExpression", "")
-    if expression.startswith("SET lease_owner"):
-        return "lease"
-    if "calls_count" in expression and "#value" not in expression:
-        return "count"
-    if "#value = :value" in expression:
+    arguments = json.loads(text)
+    expression = str(arguments.get("UpdateExpression", ""))
+    condition = str(arguments.get("ConditionExpression", ""))
+    sets, _, removes = expression.partition("REMOVE ")
+    sets = sets.removeprefix("SET ")
+    if "#value =" in sets:
         return "write"
-    if expression.startswith("SET last_error_code"):
+    if "#lease_owner =" in sets and "#lease_until" in condition:
+        return "lease"
+    if "#calls_count =" in sets:
+        return "count"
+    if "#forces_count =" in sets:
+        return "force"
+    if "#last_error_code =" in sets:
         return "fail"
-    if expression.startswith("REMOVE lease_owner"):
+    if not sets.strip() and "#lease_owner" in removes:
         return "release"
     return "other"
 
@@ -279,13 +293,23 @@ def refresher(
     registry: dict[str, Any] | None = None,
     config: Config = AWS_CONFIG,
     seed: int = 0,
+    sleep: Callable[[float], None] | None = None,
     **settings: Any,
 ) -> Refresher:
     """A refresher as wiring.build_service makes it in production (AWS_CONFIG retries),
     against DynamoDB Local and the simulator, with a fault injector on its DynamoDB client.
+
+    Its pauses (retry backoff, the probe's confirmation, lease waits) are recorded in
+    ``sleeps`` and, with ``sleep`` (e.g. a manual clock's ``advance``), also passed on.
     """
     client = fast_client(table.endpoint_url, config=config)
     sleeps: list[float] = []
+
+    def record_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if sleep is not None:
+            sleep(seconds)
+
     service = build_service(
         Settings(
             table_name=table.name,
@@ -299,7 +323,7 @@ def refresher(
         secrets=StaticSecrets(registry or {APP: {"secret": SECRET}}),  # type: ignore[arg-type]
         http=httpx.Client(timeout=5),
         clock=clock,
-        sleep=sleeps.append,
+        sleep=record_sleep,
         rng=random.Random(seed),
     )
     return Refresher(service, client, DynamoFaults(client), sleeps)
@@ -330,6 +354,10 @@ class Snapshot(NamedTuple):
             record.previous_fingerprint,
             record.source,
         )
+
+    def fingerprint(self) -> str | None:
+        """The stored value's fingerprint (what a later record's previous_fingerprint holds)."""
+        return fingerprint(self.value) if self.value else None
 
 
 def read(table: LocalTable, app_id: str = APP, kind: str = ACCESS_TOKEN) -> CredentialRecord:

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from token_refresher.outcome import Status
+from token_refresher.token_store import Lease, NewValue
 from token_refresher.triggers import Forced, Passive, Scheduled
 from wechat_token import WeChatClient
 
@@ -163,10 +164,10 @@ def test_an_exception_raised_by_the_write_itself_changes_nothing(
     before = seeded(world)
     refresher = world.refresher(seed=1)
 
-    def broken_write(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("the process died inside store.write, before the request")
+    def broken_commit(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the process died inside Lease.commit, before the request")
 
-    monkeypatch.setattr(refresher.service.store, "write", broken_write)
+    monkeypatch.setattr(Lease, "commit", broken_commit)
     [outcome] = refresher.service.run(Forced(APP))
     assert outcome.outcome == Status.FAILED
     record = world.record()
@@ -241,13 +242,13 @@ def test_a_crash_right_after_the_write_leaves_no_lease_behind(
     before = seeded(world)
     world.clock.advance(HOUR)
     refresher = world.refresher(seed=1)
-    real_write = refresher.service.store.write
+    real_commit = Lease.commit
 
-    def write_then_die(*args: Any, **kwargs: Any) -> Any:
-        real_write(*args, **kwargs)
+    def commit_then_die(lease: Lease, new: NewValue) -> Any:
+        real_commit(lease, new)
         raise LambdaTimeout
 
-    monkeypatch.setattr(refresher.service.store, "write", write_then_die)
+    monkeypatch.setattr(Lease, "commit", commit_then_die)
     with pytest.raises(LambdaTimeout):
         refresher.service.run(Scheduled())
 
@@ -346,21 +347,30 @@ def test_a_killed_refresher_process_leaves_a_lease_that_expires(world: World) ->
     assert lost != before.value
 
     # Consumers and other refreshers during the dead lease: nobody calls WeChat, the stored
-    # token is still accepted (grace), business calls succeed.
-    successor = world.refresher(seed=2)
+    # token is still accepted (grace), business calls succeed. Its pauses are real time.
+    successor = world.refresher(seed=2, sleep=world.clock.advance)
     consumers = Consumers(world, successor)
     calls = world.sim.calls(CLASSIC_TOKEN, APP)
     consumers.run_for(lease_seconds - 20)
-    for request in (Scheduled(), Forced(APP)):
-        [held] = successor.service.run(request)
-        assert held.outcome == Status.LEASE_HELD
+    [held] = successor.service.run(Forced(APP))
+    assert held.outcome == Status.LEASE_HELD, "an operator's force does not wait"
     assert world.sim.calls(CLASSIC_TOKEN, APP) == calls
     assert world.sim.token_status(before.value or "") == 0
 
-    # Once the lease has ended, the next run takes it over and stores a token WeChat takes.
-    world.clock.set(killed_at + lease_seconds + 1)
+    # The next scheduled run waits for the dead lease to end (bounded by it), decides
+    # again, takes the lease over and stores a token WeChat takes.
+    lease_end = killed_at + lease_seconds
+    waited_from = world.clock.now()
     [taken] = successor.service.run(Scheduled())
     assert taken.outcome == Status.REFRESHED
+    assert successor.sleeps, "it waited for the lease"
+    assert lease_end <= world.clock.now() <= lease_end + 5, "no longer than the lease lasted"
+    assert sum(successor.sleeps) <= lease_end - waited_from + 5
+    assert world.sim.calls(CLASSIC_TOKEN, APP) == calls + 1
+    assert world.sim.calls(CLASSIC_TOKEN, APP, since=waited_from) == 1
+    assert world.sim.calls(CLASSIC_TOKEN, APP, since=lease_end) == 1, (
+        "WeChat was called only once the lease had ended"
+    )
     after = world.record()
     world.assert_whole(after)
     assert after.value == world.sim.current_token(APP)

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import pytest
 from botocore.config import Config
-from token_refresher.outcome import Status
-from token_refresher.service import Outcome
+from token_refresher.outcome import Outcome, Status
+from token_refresher.settings import Settings
 from token_refresher.token_store import TokenStore
 from token_refresher.triggers import Forced, Scheduled
 from token_refresher.wiring import AWS_CONFIG
@@ -48,6 +48,8 @@ TRANSIENT = (
 )
 ATTEMPTS = total_attempts(AWS_CONFIG)
 FORCE = Forced(APP)
+# Forced attempts are spaced by the last one (Settings.passive_min_interval_seconds).
+TRIGGER_SPACING = Settings.passive_min_interval_seconds
 
 
 def seeded(world: World) -> Snapshot:
@@ -133,6 +135,8 @@ def test_persistent_faults_exhaust_the_attempts_and_change_nothing(
     [outcome] = refresher.service.run(FORCE)
 
     assert outcome.outcome == Status.FAILED
+    assert outcome.error is not None
+    assert outcome.error["class"] == "store", "a DynamoDB failure is the store's"
     assert refresher.faults.attempts(step) == ATTEMPTS, "bounded by botocore's standard mode"
     assert len(botocore_sleeps) == ATTEMPTS - 1
     record = world.record()
@@ -142,8 +146,14 @@ def test_persistent_faults_exhaust_the_attempts_and_change_nothing(
     # WeChat is only called once the lease is held and the call is counted.
     assert wechat_calls == (1 if step == "write" else 0)
     no_secret(outcome, caplog)
-    # The next run, with DynamoDB healthy again, replaces the token at once.
+    # Once the lease was taken the attempt counts (triggered_at), whatever it ended in: a
+    # store failure is not one that lengthens the spacing, so after it the next force,
+    # with DynamoDB healthy again, replaces the token.
     refresher.faults.clear()
+    if step in ("count", "write"):
+        [spaced] = refresher.service.run(FORCE)
+        assert spaced.outcome == Status.RATE_LIMITED
+    world.clock.advance(TRIGGER_SPACING)
     [again] = refresher.service.run(FORCE)
     assert again.outcome == Status.REFRESHED
     assert world.record().version == before.version + 1
@@ -368,7 +378,9 @@ def test_a_lease_that_landed_but_timed_out_does_not_block_the_refresh(
     refresher = world.refresher()
     refresher.faults.add("lease", "land_then_timeout")
     [outcome] = refresher.service.run(FORCE)
-    assert outcome.outcome == Status.REFRESHED
+    assert outcome.outcome == Status.REFRESHED, outcome.error
+    # botocore's retry found the lease its lost attempt had taken (and stamped): still ours.
+    assert refresher.faults.attempts("lease") == 2
 
 
 def test_a_count_that_landed_but_timed_out_only_overcounts(
@@ -431,6 +443,8 @@ def test_store_errors_on_the_refreshers_read_are_reported_without_secrets(
     refresher.faults.add("read", "internal_server_error", times=None)
     [outcome] = refresher.service.run(FORCE)
     assert outcome.outcome == Status.FAILED
+    assert outcome.error is not None
+    assert outcome.error["class"] == "store"
     no_secret(outcome, caplog)
     record = world.record()
     assert world.reader().get(APP) == record.value

@@ -1,15 +1,22 @@
 """The lease / version protocol as a hypothesis state machine, on moto.
 
 Three refreshers (A, B, C) step through the refresher's protocol in any interleaving the
-rules allow: read + lease, fetch (only with enough lease left, as ``time_left`` demands),
-fenced write, failure record, release, crash (forget everything, lease left behind), and
-the clock moving on. WeChat is modelled as the classic endpoint: every fetch issues a new
-token, the newest is "current".
+rules allow, through the ``TokenStore`` / ``Lease`` API the service uses: ``acquire``
+(sometimes a forced or passive attempt, which stamps ``triggered_at``; sometimes a lost
+answer that botocore retries), ``Lease.count_call`` then the fetch (only with enough lease
+left, as ``time_left`` demands), the fenced ``Lease.commit``, ``Lease.fail``,
+``Lease.release``, leaving the ``with lease:`` block on an unexpected error, a crash
+(forget everything, lease left behind), and the clock moving on. WeChat is modelled as the
+classic endpoint: every fetch issues a new token, the newest is "current".
 
-Invariants: the stored version only grows (by one per successful write); every stored
-record is whole and holds a token WeChat issued; a successful write stores WeChat's
-current token; at most one refresher holds a live lease; no lease reaches further than
-``lease_seconds`` ahead (so none is ever stuck); an expired lease is always taken over.
+Invariants: the stored version only grows (by one per successful commit); every stored
+record is whole and holds a token WeChat issued, and no other attribute holds a token (the
+replaced one is kept by fingerprint only); a successful commit stores WeChat's current
+token; the lease's record is the record as it stood just before the lease; only the lease
+holder counts calls, commits or records a failure; at most one refresher holds a live
+lease; no lease reaches further than ``lease_seconds`` ahead (so none is ever stuck); an
+expired lease is always taken over; attempts and failures are counted as the spacing rules
+need (``triggered_at``, ``trigger_failures``).
 """
 
 from __future__ import annotations
@@ -33,10 +40,21 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from moto import mock_aws
-from token_refresher.errors import StoreConflictError
+from token_refresher.errors import (
+    DeadlineError,
+    RefreshError,
+    StoreConflictError,
+    TransportError,
+)
 from token_refresher.settings import Settings
-from token_refresher.token_store import NewValue, TokenStore
-from wechat_token.record import ACCESS_TOKEN, CredentialKey, CredentialRecord
+from token_refresher.token_store import Lease, NewValue, TokenStore
+from wechat_token.record import (
+    ACCESS_TOKEN,
+    CredentialKey,
+    CredentialRecord,
+    fingerprint,
+    wechat_day,
+)
 
 from local_aws.resources import create_token_table
 from tests.faults.faultlib import START, USABLE_LIFE
@@ -45,6 +63,7 @@ TABLE = "wechat-token-protocol"
 NAMES = ("A", "B", "C")
 LEASE = Settings.lease_seconds
 HTTP_TIMEOUT = Settings.http_timeout_seconds
+BUDGET = 1000
 # service.time_left keeps 5 s back from the lease; an attempt needs the HTTP timeout.
 FETCH_MARGIN = 5.0 + HTTP_TIMEOUT
 
@@ -55,7 +74,8 @@ class Lambda:
 
     owner: str | None = None
     lease_until: float | None = None
-    leased: CredentialRecord | None = None
+    lease: Lease | None = None
+    triggered: bool = False
     fetched: tuple[str, float] | None = None
 
     @property
@@ -69,10 +89,6 @@ def idle(lam: Lambda) -> bool:
 
 def busy(lam: Lambda) -> bool:
     return lam.busy
-
-
-def leased_unfetched(lam: Lambda) -> bool:
-    return lam.busy and lam.fetched is None
 
 
 def fetched(lam: Lambda) -> bool:
@@ -99,15 +115,22 @@ class WeChat:
 class LeaseProtocol(RuleBasedStateMachine):
     def __init__(self, client: object) -> None:
         super().__init__()
+        self.client = client
         self.store = TokenStore(client, TABLE)  # type: ignore[arg-type]
         self.app_id = f"wx{uuid.uuid4().hex[:16]}"
+        self.key = CredentialKey(self.app_id, ACCESS_TOKEN)
         self.now = START
         self.wechat = WeChat()
         self.lambdas = {name: Lambda() for name in NAMES}
-        self.version = 0  # successful writes so far
+        # The record as the model expects it.
+        self.version = 0  # successful commits so far
         self.fetches_since_write = 0
-        # The lease the table should hold, by the model: (owner, until) or None.
+        # The lease the table should hold: (owner, until) or None.
         self.lease: tuple[str, float] | None = None
+        self.calls: tuple[str, int] = (wechat_day(START), 0)  # (WeChat day, count)
+        self.triggered_at: float | None = None
+        self.trigger_failures = 0
+        self.last_error_code: str | None = None
         # What the invariant must look at after this step: nothing changed ("none"), the
         # record an UpdateItem returned (ALL_NEW: the table right after it), or a fresh read.
         self.check = "read"
@@ -116,19 +139,22 @@ class LeaseProtocol(RuleBasedStateMachine):
     # -- helpers ---------------------------------------------------------------------------
 
     def record(self) -> CredentialRecord:
-        return self.store.find(CredentialKey(self.app_id, ACCESS_TOKEN)) or CredentialRecord(
-            self.app_id
-        )
+        return self.store.find(self.key) or CredentialRecord(self.app_id)
 
     def ready(self, condition: Callable[[Lambda], bool]) -> list[str]:
         return [name for name, lam in self.lambdas.items() if condition(lam)]
 
     def lease_free(self) -> bool:
-        return self.lease is None or self.lease[1] < self.now
+        # A lease ends at its lease_until (CredentialRecord.lease_is_live).
+        return self.lease is None or self.lease[1] <= self.now
 
-    def drop_lease_of(self, owner: str) -> None:
-        if self.lease is not None and self.lease[0] == owner:
-            self.lease = None
+    def holds(self, lam: Lambda) -> bool:
+        """Whether the table still names ``lam`` as the lease owner (live or not)."""
+        return self.lease is not None and self.lease[0] == lam.owner
+
+    def calls_today(self) -> int:
+        day, count = self.calls
+        return count if day == wechat_day(self.now) else 0
 
     def live_holders(self) -> list[str]:
         return [
@@ -137,6 +163,11 @@ class LeaseProtocol(RuleBasedStateMachine):
             if lam.busy and lam.lease_until is not None and lam.lease_until > self.now
         ]
 
+    def lease_of(self, name: str) -> Lease:
+        lease = self.lambdas[name].lease
+        assert lease is not None
+        return lease
+
     # -- rules -----------------------------------------------------------------------------
 
     @initialize()
@@ -144,143 +175,193 @@ class LeaseProtocol(RuleBasedStateMachine):
         assert self.record().version == 0
 
     @precondition(lambda self: self.lease_free() and bool(self.ready(idle)))
-    @rule(data=st.data())
-    def acquire(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), triggered=st.booleans(), lost_answer=st.booleans())
+    def acquire(self, data: st.DataObject, triggered: bool, lost_answer: bool) -> None:
         self.wait(data)
-        self.take_lease(data.draw(st.sampled_from(self.ready(idle))))
+        self.take_lease(data.draw(st.sampled_from(self.ready(idle))), triggered, lost_answer)
 
     @precondition(lambda self: bool(self.ready(busy)) and bool(self.ready(idle)))
-    @rule(data=st.data())
-    def stall(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), triggered=st.booleans())
+    def stall(self, data: st.DataObject, triggered: bool) -> None:
         """A refresher in flight stalls (GC pause, frozen Lambda) past its lease end,
         and another one takes the lease over."""
         stalled = self.lambdas[data.draw(st.sampled_from(self.ready(busy)))]
         assert stalled.lease_until is not None
         self.now = max(self.now, stalled.lease_until + 1)
         if self.lease_free():
-            self.take_lease(data.draw(st.sampled_from(self.ready(idle))))
+            self.take_lease(data.draw(st.sampled_from(self.ready(idle))), triggered, False)
 
-    def take_lease(self, name: str) -> None:
+    def take_lease(self, name: str, triggered: bool, lost_answer: bool) -> None:
         owner = f"{name}:{uuid.uuid4().hex[:8]}"
+        until = self.now + LEASE
+        before = self.lease
         self.check = "read"
-        leased = self.store.acquire_lease(
-            self.app_id, ACCESS_TOKEN, owner, self.now, self.now + LEASE
-        )
-        assert leased is not None, "a free or expired lease is always taken: never stuck"
-        if self.lease is not None:
+        lease = self.store.acquire(self.key, owner, self.now, until, triggered=triggered)
+        assert lease is not None, "a free or expired lease is always taken: never stuck"
+        if before is not None:
             note_event("expired lease taken over")
-        assert leased.version == self.version, "the lease returns the record as it is"
-        assert leased.lease_owner == owner
-        self.check, self.returned = "returned", leased
-        self.lease = (owner, self.now + LEASE)
-        self.lambdas[name] = Lambda(owner, self.now + LEASE, leased)
+        # The lease holds the record as it stood just before it was taken (ALL_OLD).
+        replaced = lease.record
+        assert replaced.version == self.version, "the lease returns the record it replaced"
+        replaced_lease = (
+            (replaced.lease_owner, replaced.lease_until) if replaced.lease_owner else None
+        )
+        assert replaced_lease == before, "the lease replaced exactly the expired one"
+        assert replaced.triggered_at == self.triggered_at
+        assert replaced.calls_today(self.now) == self.calls_today()
+        assert lease.owner == owner
+        assert lease.until == until
+        if lost_answer:
+            # The request landed but its answer was lost; botocore sends it again: our own
+            # lease counts as free, and our own stamp is not an earlier attempt.
+            note_event("lease answer lost, retried")
+            lease = self.store.acquire(self.key, owner, self.now, until, triggered=triggered)
+            assert lease is not None, "our own lease never blocks us"
+            assert lease.record.lease_owner == owner
+            assert lease.record.version == self.version
+            if triggered:
+                assert lease.record.triggered_at != self.now, "our own lost attempt's stamp"
+        self.lease = (owner, until)
+        if triggered:
+            self.triggered_at = self.now
+        self.lambdas[name] = Lambda(owner, until, lease, triggered)
         assert len(self.live_holders()) <= 1, "two refreshers hold live leases"
 
     @precondition(lambda self: not self.lease_free() and bool(self.ready(idle)))
-    @rule(data=st.data())
-    def try_lease(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), triggered=st.booleans())
+    def try_lease(self, data: st.DataObject, triggered: bool) -> None:
         if self.wait(data) and self.lease_free():
             return  # the clock ran past the lease: that is acquire's case
         name = data.draw(st.sampled_from(self.ready(idle)))
         owner = f"{name}:{uuid.uuid4().hex[:8]}"
-        leased = self.store.acquire_lease(
-            self.app_id, ACCESS_TOKEN, owner, self.now, self.now + LEASE
-        )
-        assert leased is None, "a live lease keeps everyone else out"
+        lease = self.store.acquire(self.key, owner, self.now, self.now + LEASE, triggered=triggered)
+        assert lease is None, "a live lease keeps everyone else out"
+        self.check = "read"  # and a refused lease stamps nothing
         note_event("lease held")
 
     @precondition(lambda self: bool(self.ready(busy)))
     @rule(data=st.data())
     def progress(self, data: st.DataObject) -> None:
-        """The next step of one refresh in flight: fetch from WeChat, then the fenced write."""
+        """The next step of one refresh in flight: count and fetch, then the fenced commit."""
         self.wait(data)
         name = data.draw(st.sampled_from(self.ready(busy)))
         if self.lambdas[name].fetched is None:
             self.fetch(name)
         else:
-            self.write(name)
+            self.commit(name)
 
     def fetch(self, name: str) -> None:
         lam = self.lambdas[name]
+        lease = self.lease_of(name)
         assert lam.lease_until is not None
+        self.check = "read"
         if self.now >= lam.lease_until - FETCH_MARGIN:
             # The service raises DeadlineError instead of starting a call, and records it.
             note_event("fetch refused: too little lease left")
-            self.check = "read"
-            self.store.record_failure(
-                self.app_id, ACCESS_TOKEN, lam.owner or "", "deadline", "no time", self.now
-            )
-            self.drop_lease_of(lam.owner or "")
-            self.lambdas[name] = Lambda()
+            self.fail(name, DeadlineError("no time left in the lease"))
             return
+        try:
+            count = lease.count_call(self.now, BUDGET)
+        except StoreConflictError:
+            # Only the holder counts: the lease was taken over, nothing is called.
+            assert not self.holds(lam), "a count refused while the lease was ours"
+            note_event("count refused: lease taken over")
+            self.check = "none"
+            self.fail(name, StoreConflictError("lease taken over"))
+            return
+        assert self.holds(lam), "a call counted without the lease"
+        assert count == self.calls_today() + 1, "each call is counted once, today"
+        self.calls = (wechat_day(self.now), count)
+        self.check, self.returned = "returned", lease.record
         note_event("fetch")
-        self.check = "read"
-        self.store.count_call(self.app_id, ACCESS_TOKEN, self.now, budget=1000)
         lam.fetched = (self.wechat.fetch(), self.now)
         self.fetches_since_write += 1
 
-    def write(self, name: str) -> None:
+    def commit(self, name: str) -> None:
         lam = self.lambdas[name]
+        lease = self.lease_of(name)
         assert lam.owner is not None
-        assert lam.leased is not None
         assert lam.fetched is not None
         token, sent = lam.fetched
+        replaced = lease.record
         # The model mirrors the table (the invariant checks it after every step).
-        moved = self.version != lam.leased.version
-        taken = self.lease is None or self.lease[0] != lam.owner
+        moved = self.version != replaced.version
+        taken = not self.holds(lam)
         self.check = "read"
         try:
-            stored = self.store.write(
-                self.app_id,
-                ACCESS_TOKEN,
-                lam.owner,
-                lam.leased.version,
-                NewValue(token, sent + USABLE_LIFE, sent, "/cgi-bin/token", sent + 180),
-                lam.leased,
+            stored = lease.commit(
+                NewValue(token, sent + USABLE_LIFE, sent, "/cgi-bin/token", sent + 180)
             )
-        except StoreConflictError:
-            note_event("write refused")
+        except StoreConflictError as conflict:
+            note_event("commit refused")
             assert moved or taken, "a conflict only when the record moved on"
             self.check = "none"  # a failed condition changes nothing
-        else:
-            assert not moved, "a write on a stale version must fail"
-            assert not taken, "a write without the lease must fail"
-            assert stored.version == lam.leased.version + 1
-            assert stored.value == token
-            assert token == self.wechat.current, "a write that wins stores WeChat's newest"
-            assert stored.lease_owner is None, "the write releases the lease"
-            self.check, self.returned = "returned", stored
+            self.fail(name, conflict)  # as the service does: fenced, so nothing either
+            return
+        assert not moved, "a commit on a stale version must fail"
+        assert not taken, "a commit without the lease must fail"
+        assert stored.version == replaced.version + 1
+        assert stored.value == token
+        assert token == self.wechat.current, "a commit that wins stores WeChat's newest"
+        assert stored.lease_owner is None, "the commit releases the lease"
+        assert stored.lease_until is None
+        assert stored.last_error_code is None, "a success clears the last error"
+        assert stored.trigger_failures == 0, "a success ends the cool-down"
+        if replaced.value is not None and replaced.is_valid(sent):
+            assert stored.previous_fingerprint == fingerprint(replaced.value)
+        self.check, self.returned = "returned", stored
+        self.lease = None
+        self.version += 1
+        self.fetches_since_write = 0
+        self.last_error_code = None
+        self.trigger_failures = 0
+        note_event("commit stored")
+        self.lambdas[name] = Lambda()
+
+    def fail(self, name: str, error: RefreshError) -> None:
+        """``Lease.fail``: records the error and releases, only while the lease is ours."""
+        lam = self.lambdas[name]
+        self.lease_of(name).fail(error, self.now, triggered=lam.triggered)
+        if self.holds(lam):
             self.lease = None
-            self.version += 1
-            self.fetches_since_write = 0
-            note_event("write stored")
+            self.last_error_code = error.code
+            if lam.triggered and error.error_class.cools_down:
+                self.trigger_failures += 1
+            self.check = "read"
         self.lambdas[name] = Lambda()
 
     @precondition(lambda self: bool(self.ready(busy)))
-    @rule(data=st.data(), how=st.sampled_from(["fail", "release", "crash"]))
+    @rule(data=st.data(), how=st.sampled_from(["fail", "release", "error", "crash"]))
     def abandon(self, data: st.DataObject, how: str) -> None:
-        """The refresh ends early: WeChat refused (fail), not due after all, or a crash."""
+        """The refresh ends early: WeChat refused (fail), not due after all (release), an
+        unexpected error leaves the ``with lease:`` block, or the process crashes."""
         self.wait(data)
         name = data.draw(st.sampled_from(self.ready(busy)))
         lam = self.lambdas[name]
-        assert lam.owner is not None
-        self.lambdas[name] = Lambda()
+        lease = self.lease_of(name)
         note_event(how)
         if how == "crash":
+            self.lambdas[name] = Lambda()
             return  # the process is gone; its lease stays in the table until it expires
         self.check = "read"
         if how == "fail":
-            self.store.record_failure(
-                self.app_id, ACCESS_TOKEN, lam.owner, "transport", "injected", self.now
-            )
+            self.fail(name, TransportError("injected"))
+            return
+        if how == "release":
+            lease.release()
         else:
-            self.store.release_lease(self.app_id, ACCESS_TOKEN, lam.owner)
+            with pytest.raises(RuntimeError), lease:
+                raise RuntimeError("a bug inside the refresh")
         # Only our own lease goes; someone else's stays (the invariant compares the table).
-        self.drop_lease_of(lam.owner)
+        if self.holds(lam):
+            self.lease = None
+        self.lambdas[name] = Lambda()
 
     def wait(self, data: st.DataObject) -> float:
-        """Time passes before each step: mostly none, sometimes past a lease."""
-        seconds = data.draw(st.sampled_from([0.0, 0.0, 0.0, 1.0, 5.0, 20.0, 60.0, LEASE + 1]))
+        """Time passes before each step: mostly none, sometimes to a lease's end or past it."""
+        seconds = data.draw(
+            st.sampled_from([0.0, 0.0, 0.0, 1.0, 5.0, 20.0, 60.0, LEASE, LEASE + 1])
+        )
         self.now += seconds
         return seconds
 
@@ -295,11 +376,17 @@ class LeaseProtocol(RuleBasedStateMachine):
         if check == "none":
             return
         record = self.returned if check == "returned" and self.returned else self.record()
-        assert record.version == self.version, "version grows by one per successful write"
+        assert record.version == self.version, "version grows by one per successful commit"
         stored_lease = (
             (record.lease_owner, record.lease_until) if record.lease_owner is not None else None
         )
         assert stored_lease == self.lease, "the table holds exactly the lease the model expects"
+        assert record.calls_today(self.now) == self.calls_today(), "every call counted once"
+        assert record.triggered_at == self.triggered_at, "every forced/passive attempt stamped"
+        assert record.trigger_failures == self.trigger_failures
+        assert record.last_error_code == self.last_error_code
+        if check == "read":
+            self.no_token_but_the_value()
         if record.value is None:
             assert record.version == 0
             return
@@ -308,6 +395,17 @@ class LeaseProtocol(RuleBasedStateMachine):
         assert record.expires_at == record.fetched_at + USABLE_LIFE
         if self.fetches_since_write == 0:
             assert record.value == self.wechat.current
+
+    def no_token_but_the_value(self) -> None:
+        """The raw item holds no token outside ``value`` (the replaced one by fingerprint)."""
+        item = self.client.get_item(  # type: ignore[attr-defined]
+            TableName=TABLE, Key=self.key.item_key(), ConsistentRead=True
+        ).get("Item", {})
+        for name, attribute in item.items():
+            if name == "value":
+                continue
+            text = str(attribute)
+            assert not any(token in text for token in self.wechat.issued), name
 
 
 @pytest.fixture(scope="module")

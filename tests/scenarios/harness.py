@@ -5,9 +5,11 @@ their token through the layer (``wechat_token.TokenReader``) and call a WeChat b
 Where the traffic goes:
 
 - refreshers: boto3 to DynamoDB Local, httpx over real HTTP to the simulator's server;
-- consumer reads: ``TokenReader`` -> ``read_record`` -> ``client.get_item`` against
-  DynamoDB Local, through boto3 or through :class:`WireDynamoDB` (same protocol, ~20x less
-  CPU; see its docstring);
+- consumer reads: ``TokenReader`` -> its ``RecordSource``. Most consumers read an
+  ``InMemoryRecordSource`` over :class:`TableMirror`, which holds every item exactly as
+  DynamoDB Local answers it after each refresher write (see its docstring); one consumer
+  per test may read DynamoDB Local itself through ``DynamoDBRecordSource`` and boto3, as in
+  Lambda (``boto3_first``);
 - consumer business calls: into the same simulator object in-process (``sim.handle``, the
   function ``sim.transport()`` wraps), or through ``WeChatClient`` with ``sim.transport()``.
 """
@@ -17,28 +19,34 @@ from __future__ import annotations
 import json
 import logging
 import random
-import socket
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
-from token_refresher.service import Outcome, RefreshService
+from token_refresher.outcome import Outcome
+from token_refresher.service import RefreshService
 from token_refresher.settings import Settings
 from token_refresher.token_store import TokenStore
 from token_refresher.triggers import Passive
 from token_refresher.wiring import build_service
-from wechat_token import TokenError, TokenReader, WeChatClient
-from wechat_token.record import ACCESS_TOKEN, CredentialKey, CredentialRecord
+from wechat_token import (
+    DynamoDBRecordSource,
+    InMemoryRecordSource,
+    RecordSource,
+    TokenError,
+    TokenReader,
+    WeChatClient,
+)
+from wechat_token.record import ACCESS_TOKEN, PK, SK, CredentialKey, CredentialRecord, Kind
 
 from local_aws import dynamodb_client
+from local_aws.static_secrets import SECRET_ID, StaticSecrets
 from simulator import CLASSIC_TOKEN, ManualClock, WeChatSimulator, wechat_day
 from simulator.clock import DEFAULT_START
-from tests.support import SECRET_ID, StaticSecrets
 
 START = DEFAULT_START  # 2023-11-14 06:13:20 in WeChat's day (UTC+8)
 TICK = 10.0  # consumers call WeChat every 10 simulated seconds
@@ -48,101 +56,111 @@ BUSINESS = "/cgi-bin/get_api_domain_ip"
 TOKEN_ERROR = -100  # Consumer.call's code when the layer raised instead of returning a token
 
 
-# --------------------------------------------------------------------------- DynamoDB wire
+# --------------------------------------------------------------------------- the table, mirrored
 
 
-class WireError(RuntimeError):
-    """DynamoDB Local answered an error (or the connection failed)."""
+class TableMirror:
+    """The token table as DynamoDB Local holds it, in memory, for the consumers' reads.
 
-
-class WireDynamoDB:
-    """``get_item`` over DynamoDB's JSON protocol on one keep-alive loopback socket.
-
-    Why: botocore spends ~2 ms of CPU per call here (validation, SigV4, parsing) and a
-    simulated week has ~200 000 consumer reads (20 consumers re-reading every 60 s). This
-    client sends the request botocore would send (``POST /``, ``X-Amz-Target:
-    DynamoDB_20120810.GetItem``, ``application/x-amz-json-1.0``) to the same DynamoDB Local
-    and returns the same dict a boto3 client returns (checked by
-    ``test_wire_client_answers_like_boto3``), so the layer's own code runs unchanged on it.
-    Only loopback endpoints are accepted; DynamoDB Local does not check signatures.
+    Why: botocore spends ~2 ms of CPU per ``GetItem`` and a simulated week has ~200 000
+    consumer reads (20 consumers re-reading every 60 s). Consumers read the table through
+    the layer's one-method seam (``RecordSource``), so they are given an in-memory source
+    over this mirror instead. The mirror is exact, not a model: every write a refresher
+    sends through its DynamoDB client (``MirroringDynamoDB``) is followed by a consistent
+    ``GetItem`` of the items it touched, decoded by ``CredentialRecord.from_dynamodb``, and
+    stored here before the write returns (checked by ``test_harness.py``). Writes are
+    mirrored one at a time, so racing refreshers' updates land in DynamoDB's order.
     """
 
-    def __init__(self, endpoint_url: str, *, timeout: float = 10.0) -> None:
-        parts = urlsplit(endpoint_url)
-        if parts.hostname not in ("127.0.0.1", "localhost") or parts.port is None:
-            raise ValueError(f"WireDynamoDB only talks to a loopback endpoint, not {endpoint_url}")
-        self._address = ("127.0.0.1", parts.port)
-        self._timeout = timeout
-        self._sock: socket.socket | None = None
-        self._pending = b""
-        self.requests = 0
-        self._head = (
-            f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{parts.port}\r\n"
-            "Content-Type: application/x-amz-json-1.0\r\n"
-            "X-Amz-Target: DynamoDB_20120810.GetItem\r\n"
-            "Authorization: AWS4-HMAC-SHA256 Credential=testing/20231114/us-east-1/dynamodb/"
-            "aws4_request, SignedHeaders=host;x-amz-date, Signature=0\r\n"
-            "X-Amz-Date: 20231114T000000Z\r\n"
-            "Content-Length: "
-        )
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.records: dict[CredentialKey, CredentialRecord] = {}
+        self._lock = threading.Lock()
 
-    def get_item(
-        self, *, TableName: str, Key: dict[str, Any], ConsistentRead: bool = False
-    ) -> dict[str, Any]:
-        body = json.dumps(
-            {"TableName": TableName, "Key": Key, "ConsistentRead": ConsistentRead}
-        ).encode()
-        request = f"{self._head}{len(body)}\r\n\r\n".encode() + body
-        self.requests += 1
-        reused = self._sock is not None
-        try:
-            status, payload = self._exchange(request)
-        except (OSError, WireError):
-            self.close()
-            if not reused:
+    def source(self) -> InMemoryRecordSource:
+        """A consumer's view: its own read count over the shared records."""
+        return InMemoryRecordSource(self.records)
+
+    def sync(self, client: Any, keys: list[CredentialKey]) -> None:
+        """Copy these items from the table (consistent reads) into the mirror."""
+        for key in keys:
+            answer = client.get_item(TableName=self.table, Key=key.item_key(), ConsistentRead=True)
+            item = answer.get("Item")
+            if item:
+                self.records[key] = CredentialRecord.from_dynamodb(item)
+            else:
+                self.records.pop(key, None)
+
+    def write(self, client: Any, method: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        """Send one write, then mirror what it touched (also when it failed: a timed-out
+        write may have landed)."""
+        keys = written_keys(self.table, kwargs)
+        with self._lock:
+            try:
+                result = method(**kwargs)
+            except Exception:
+                self.sync(client, keys)
                 raise
-            status, payload = self._exchange(request)  # the server closed an idle connection
-        if status != 200:
-            raise WireError(f"DynamoDB Local answered HTTP {status}: {payload[:300]!r}")
-        answer: dict[str, Any] = json.loads(payload)
-        answer.pop("ConsumedCapacity", None)
-        return answer
+            self.sync(client, keys)
+            return result
 
-    def _exchange(self, request: bytes) -> tuple[int, bytes]:
-        if self._sock is None:
-            self._sock = socket.create_connection(self._address, timeout=self._timeout)
-            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._pending = b""
-        sock = self._sock
-        sock.sendall(request)
-        data = self._pending
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise WireError("DynamoDB Local closed the connection")
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split()[1])
-        length = None
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        if length is None:
-            raise WireError("DynamoDB Local answered without Content-Length")
-        while len(rest) < length:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise WireError("DynamoDB Local closed the connection mid-answer")
-            rest += chunk
-        self._pending = rest[length:]
-        return status, rest[:length]
 
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
+
+
+class MirroringDynamoDB:
+    """A refresher's boto3 DynamoDB client whose writes are mirrored (``TableMirror``);
+    everything else goes straight to the client."""
+
+    def __init__(self, client: Any, mirror: TableMirror) -> None:
+        self._client = client
+        self._mirror = mirror
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if name not in _WRITES:
+            return attribute
+
+        def write(**kwargs: Any) -> Any:
+            return self._mirror.write(self._client, attribute, kwargs)
+
+        return write
+
+
+def written_keys(table: str, kwargs: Mapping[str, Any]) -> list[CredentialKey]:
+    """The credentials a DynamoDB write request touches in ``table``."""
+
+    def key_of(request: Mapping[str, Any]) -> Iterator[CredentialKey]:
+        if request.get("TableName", table) != table:
+            return
+        attributes = request.get("Key") or request.get("Item") or {}
+        if PK in attributes and SK in attributes:
+            yield CredentialKey(attributes[PK]["S"], attributes[SK]["S"])
+
+    keys = list(key_of(kwargs))
+    for item in kwargs.get("TransactItems", []):
+        for request in item.values():
+            keys += key_of(request)
+    for name, requests in kwargs.get("RequestItems", {}).items():
+        for request in requests:
+            for body in request.values():
+                keys += key_of({"TableName": name, **body})
+    return keys
+
+
+class CountingSource:
+    """A consumer's record source, counting its reads (the consumer's 'table reads')."""
+
+    def __init__(self, inner: RecordSource) -> None:
+        self.inner = inner
+        self.reads = 0
+
+    def __str__(self) -> str:
+        return str(self.inner)
+
+    def get(self, key: CredentialKey, consistent: bool) -> CredentialRecord | None:
+        self.reads += 1
+        return self.inner.get(key, consistent)
 
 
 # --------------------------------------------------------------------------- consumers
@@ -163,35 +181,10 @@ class Consumer:
     first_failure: float | None = None  # simulated time
     last_failure: float | None = None
     errors: list[str] = field(default_factory=list)  # distinct TokenError messages
-    next_read_at: float = float("-inf")  # when the reader's cache should run out (a guess)
-    _wire: WireDynamoDB | None = field(default=None, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        client = self.reader.client
-        self._wire = client if isinstance(client, WireDynamoDB) else None
 
     def call(self) -> int:
         """One business call; 0 on success, else the errcode (TOKEN_ERROR: no token)."""
         self.calls += 1
-        wire = self._wire
-        if wire is None:
-            return self._call()
-        reads = wire.requests
-        code = self._call()
-        if wire.requests != reads:
-            self.next_read_at = self.clock.now() + self.reader.cache_seconds
-        return code
-
-    @property
-    def table_reads(self) -> int:
-        """DynamoDB reads so far (counted by the wire client; 0 for boto3 readers)."""
-        return self._wire.requests if self._wire is not None else 0
-
-    def will_read(self, now: float) -> bool:
-        """Whether this tick's call will probably read DynamoDB (only for scheduling)."""
-        return self._wire is not None and now >= self.next_read_at
-
-    def _call(self) -> int:
         if self.client is not None:
             return self._call_client(self.client)
         try:
@@ -202,6 +195,11 @@ class Consumer:
         if b'"errcode"' not in body:
             return 0
         return self._failed(int(json.loads(body)["errcode"]))
+
+    @property
+    def table_reads(self) -> int:
+        """Reads of the consumer's record source so far (the mirror or DynamoDB Local)."""
+        return int(getattr(self.reader.source, "reads", 0))
 
     def _call_client(self, client: WeChatClient) -> int:
         try:
@@ -223,23 +221,17 @@ class Consumer:
 
 
 class Fleet:
-    """Many consumers calling at the same simulated instants.
+    """Many consumers calling at the same simulated instants, one after the other.
 
-    Consumers are independent processes, so the calls of those about to read DynamoDB
-    Local (their 60 s cache ran out) run concurrently, as they would in Lambda: DynamoDB
-    Local then answers them in parallel. Everything else runs inline. Which consumer runs
-    where changes nothing but the wall-clock time.
+    Consumers are independent processes; their reads cost microseconds (the mirror), so
+    running them inline changes nothing but the wall-clock time.
     """
 
     def __init__(self, consumers: list[Consumer]) -> None:
         self.consumers = consumers
-        # A few threads are enough to keep DynamoDB Local busy; more only fight for the GIL.
-        self._pool = ThreadPoolExecutor(
-            max_workers=min(8, len(consumers)), thread_name_prefix="consumer"
-        )
 
     def close(self) -> None:
-        self._pool.shutdown()
+        pass
 
     def __enter__(self) -> Fleet:
         return self
@@ -248,19 +240,8 @@ class Fleet:
         self.close()
 
     def tick(self) -> None:
-        now = self.consumers[0].clock.now()
-        reading = [c for c in self.consumers if c.will_read(now)]
-        if len(reading) > 1:
-            futures = [self._pool.submit(c.call) for c in reading]
-            concurrent = {id(c) for c in reading}
-            for consumer in self.consumers:
-                if id(consumer) not in concurrent:
-                    consumer.call()
-            for future in futures:
-                future.result()
-        else:
-            for consumer in self.consumers:
-                consumer.call()
+        for consumer in self.consumers:
+            consumer.call()
 
     def run(self, clock: ManualClock, until: float, *, every: float = TICK) -> None:
         """Call every ``every`` simulated seconds from now until (excluding) ``until``."""
@@ -331,6 +312,11 @@ class Deployment:
     clock: ManualClock
     registry: dict[str, dict[str, str]] = field(default_factory=dict)
     _closers: list[Callable[[], None]] = field(default_factory=list)
+    # What the consumers read: the table as the refreshers' writes left it.
+    mirror: TableMirror = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mirror = TableMirror(self.table)
 
     def add_app(self, app_id: str, secret: str) -> None:
         self.sim.add_app(app_id, secret)
@@ -345,7 +331,8 @@ class Deployment:
         **settings: Any,
     ) -> RefreshService:
         """A refresher wired like production (its own boto3 and httpx clients, as another
-        Lambda instance would have); ``http_timeout`` is httpx's, in real seconds."""
+        Lambda instance would have); ``http_timeout`` is httpx's, in real seconds. Its
+        writes are mirrored for the consumers (``TableMirror``)."""
         service = build_service(
             Settings(
                 table_name=self.table,
@@ -356,7 +343,7 @@ class Deployment:
                 http_timeout_seconds=http_timeout,
                 **settings,
             ),
-            dynamodb=dynamodb_client(self.endpoint_url),
+            dynamodb=MirroringDynamoDB(dynamodb_client(self.endpoint_url), self.mirror),  # type: ignore[arg-type]
             secrets=StaticSecrets(self.registry),  # type: ignore[arg-type]
             http=httpx.Client(timeout=http_timeout),
             clock=clock or self.clock.now,
@@ -367,14 +354,22 @@ class Deployment:
         return service
 
     def reader(self, *, boto3: bool = False) -> TokenReader:
-        """A consumer's reader: boto3 (as in Lambda) or the wire client; 60 s cache."""
-        client: Any = WireDynamoDB(self.endpoint_url)
+        """A consumer's reader (60 s cache) over the mirror, or over DynamoDB Local through
+        boto3 as in Lambda; either way its reads are counted (``Consumer.table_reads``)."""
+        source: RecordSource = self.mirror.source()
         if boto3:
             client = dynamodb_client(self.endpoint_url)
-        self._closers.append(client.close)
+            self._closers.append(client.close)
+            source = DynamoDBRecordSource(client, self.table)
         # No passive refresh from the reader itself: a consumer that may ask for one uses
-        # WeChatClient (client_for) with an explicit refresher.
-        return TokenReader(self.table, client=client, clock=self.clock.now, passive_refresh=None)
+        # WeChatClient (with_client) with an explicit refresher.
+        return TokenReader(
+            source=CountingSource(source), clock=self.clock.now, passive_refresh=None
+        )
+
+    def sync(self, app_id: str, kind: str = ACCESS_TOKEN) -> None:
+        """Re-read one item into the mirror: after a test wrote the table itself."""
+        self.mirror.sync(self._boto3(), [CredentialKey(app_id, kind)])
 
     def consumers(self, app_id: str, count: int, *, boto3_first: bool = False) -> list[Consumer]:
         return [
@@ -410,7 +405,7 @@ def passive_refresh(
     report and answer its outcome for the app; each ``Outcome`` is kept in ``outcomes``."""
 
     def ask(app_id: str, kind: str, stale: str, errcode: int | None) -> str:
-        request = Passive(app_id=app_id, kind=kind, stale=stale, errcode=errcode)
+        request = Passive(app_id=app_id, kind=Kind(kind), stale=stale, errcode=errcode)
         outcome = service.run(request)[0]
         if outcomes is not None:
             outcomes.append(outcome)

@@ -3,13 +3,14 @@ every 10 simulated seconds.
 
 Traffic: the refresher talks to DynamoDB Local through boto3 and to the simulator over real
 HTTP on loopback, exactly as deployed. The consumers read their token through the layer
-(``TokenReader``, 60 s cache, one per consumer) from DynamoDB Local over its wire protocol
-(``WireDynamoDB``), and send their business calls into the *same* simulator in-process
+(``TokenReader``, 60 s cache, one per consumer) from an in-memory record source over the
+harness's ``TableMirror`` (every item exactly as DynamoDB Local answers it after each
+refresher write), and send their business calls into the *same* simulator in-process
 (``sim.handle``, the function ``sim.transport()`` wraps). Measured on the 2-core dev machine:
 an httpx request through ``sim.transport()`` costs ~0.5 ms and one over loopback HTTP
 ~1-2 ms, so the week's 1 209 600 business calls would take 10-40 minutes that way, against
-~20 s in-process; botocore costs ~2 ms of CPU per read, the wire client ~0.1 ms (DynamoDB
-Local itself ~0.5 ms), for the week's ~200 000 consumer reads.
+~20 s in-process; botocore costs ~2 ms of CPU per read, for the week's ~200 000 consumer
+reads, against microseconds from the mirror.
 """
 
 from __future__ import annotations

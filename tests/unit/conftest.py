@@ -15,7 +15,8 @@ import pytest
 import respx
 from moto import mock_aws
 from token_refresher.deadline import Deadline
-from token_refresher.service import Outcome, RefreshService
+from token_refresher.outcome import Outcome
+from token_refresher.service import RefreshService
 from token_refresher.settings import Settings
 from token_refresher.token_store import TokenStore
 from token_refresher.wiring import build_service

@@ -234,9 +234,7 @@ def test_a_bad_registry_is_explained_without_the_secret(
     assert harness.wechat.calls == 0
 
 
-@pytest.mark.parametrize(
-    "registry", ['{"wx1": {"secret": "' + SECRET + '"', '["wx1"]', "{}"]
-)
+@pytest.mark.parametrize("registry", ['{"wx1": {"secret": "' + SECRET + '"', '["wx1"]', "{}"])
 def test_a_broken_registry_falls_back_to_the_previous_version(
     handler: ModuleType, harness: Harness, registry: str
 ) -> None:

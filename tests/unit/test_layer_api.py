@@ -59,7 +59,7 @@ def test_each_exported_name_resolves(name: str) -> None:
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        _ = wechat_token.nope  # type: ignore[attr-defined]
+        _ = wechat_token.nope
 
 
 def test_the_star_import_gives_exactly_the_public_names() -> None:

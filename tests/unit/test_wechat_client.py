@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import random
 import threading
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from token_refresher.settings import Settings
 from token_refresher.triggers import Forced, Passive, Scheduled
 from token_refresher.wiring import build_service
 from wechat_token import (
+    ConfigurationError,
     LambdaPassiveRefresh,
     PassiveRefreshError,
     TokenReader,
@@ -27,11 +29,12 @@ from wechat_token import (
     WeChatClient,
     WeChatTransportError,
 )
-from wechat_token.record import fingerprint
+from wechat_token.passive import default_passive_refresh
+from wechat_token.record import Kind, fingerprint
 
 from local_aws.resources import create_token_table
+from local_aws.static_secrets import StaticSecrets
 from simulator import CLASSIC_TOKEN, ManualClock, WeChatSimulator
-from tests.support import StaticSecrets
 
 TABLE = "client"
 BASE = "http://wechat.sim"
@@ -49,8 +52,10 @@ class Rig:
 
     def passive(self, app_id: str, kind: str, stale: str, errcode: int | None) -> str:
         self.passive_calls.append((app_id, kind, stale, errcode))
-        request = Passive(app_id=app_id, kind=kind, stale=stale, errcode=errcode)
+        request = Passive(app_id=app_id, kind=Kind(kind), stale=stale, errcode=errcode)
         return self.service.run(request)[0].outcome
+
+    consumer_requests: list[str] = field(default_factory=list)  # paths the clients sent
 
     def client(self, **kwargs: Any) -> WeChatClient:
         kwargs.setdefault("passive_refresh", self.passive)
@@ -58,10 +63,22 @@ class Rig:
         return WeChatClient(
             APP,
             base_url=BASE,
-            http=httpx.Client(transport=self.sim.transport()),
+            http=httpx.Client(transport=Counting(self.sim.transport(), self.consumer_requests)),
             sleep=lambda _: None,
             **kwargs,
         )
+
+
+class Counting(httpx.BaseTransport):
+    """The consumers' transport, recording each request's path (the refresher's own probes
+    of the business API go to the same simulator and are not the consumer's retries)."""
+
+    def __init__(self, inner: httpx.BaseTransport, paths: list[str]) -> None:
+        self.inner, self.paths = inner, paths
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        return self.inner.handle_request(request)
 
 
 @pytest.fixture
@@ -155,14 +172,14 @@ def test_a_rejected_replacement_is_not_retried_again(rig: Rig) -> None:
     with pytest.raises(WeChatAPIError) as caught:
         rig.client().get("/cgi-bin/get_api_domain_ip")
     assert caught.value.errcode == 40001
-    assert rig.sim.calls("/cgi-bin/get_api_domain_ip", APP) == 2, "one retry, never a loop"
+    assert rig.consumer_requests == ["/cgi-bin/get_api_domain_ip"] * 2, "one retry, never a loop"
     assert len(rig.passive_calls) == 1
 
 
 def test_without_permission_to_refresh_a_rejection_says_what_to_set(rig: Rig) -> None:
     rig.sim.foreign_fetch(APP)
     rig.sim.foreign_fetch(APP)
-    with pytest.raises(WeChatAPIError, match="REFRESHER_FUNCTION_NAME"):
+    with pytest.raises(WeChatAPIError, match="PASSIVE_REFRESH_FUNCTION_NAME"):
         rig.client(passive_refresh=None).get("/cgi-bin/get_api_domain_ip")
 
 
@@ -222,20 +239,28 @@ def test_an_expired_record_triggers_one_passive_refresh_when_permitted(rig: Rig)
 
 
 class FakeLambda:
-    def __init__(self, reply: dict[str, Any], *, error: bool = False) -> None:
-        self.reply, self.error, self.payloads = reply, error, []
+    def __init__(self, reply: Any, *, error: bool = False, raises: Exception | None = None) -> None:
+        self.reply, self.error, self.raises = reply, error, raises
+        self.payloads: list[Any] = []
+        self.functions: list[str] = []
 
     def invoke(self, **kwargs: Any) -> dict[str, Any]:
+        self.functions.append(kwargs["FunctionName"])
+        assert kwargs["InvocationType"] == "RequestResponse"
         self.payloads.append(json.loads(kwargs["Payload"]))
+        if self.raises is not None:
+            raise self.raises
         response: dict[str, Any] = {"Payload": io.BytesIO(json.dumps(self.reply).encode())}
         if self.error:
             response["FunctionError"] = "Unhandled"
         return response
 
 
-def test_the_lambda_passive_refresh_sends_only_the_fingerprint() -> None:
-    fake = FakeLambda({"credentials": [{"outcome": "refreshed"}]})
-    refresh = LambdaPassiveRefresh("wechat-token-Refresher", client=fake)  # type: ignore[arg-type]
+def test_the_lambda_passive_refresh_sends_exactly_the_report_with_the_fingerprint() -> None:
+    fake = FakeLambda(
+        {"credentials": [{"app_id": APP, "kind": "access_token", "outcome": "refreshed"}]}
+    )
+    refresh = LambdaPassiveRefresh("wechat-token-Passive", client=fake)  # type: ignore[arg-type]
     assert refresh(APP, "access_token", fingerprint("SECRET-TOKEN"), 40001) == "refreshed"
     assert fake.payloads == [
         {
@@ -245,6 +270,81 @@ def test_the_lambda_passive_refresh_sends_only_the_fingerprint() -> None:
             "errcode": 40001,
         }
     ]
-    failing = FakeLambda({"errorMessage": "1 of 1 credential(s) failed"}, error=True)
-    with pytest.raises(PassiveRefreshError, match="failed to replace"):
+    assert "SECRET-TOKEN" not in json.dumps(fake.payloads)
+    assert fake.functions == ["wechat-token-Passive"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "outcome"),
+    [
+        (
+            {
+                "credentials": [
+                    {"app_id": "wxother", "kind": "access_token", "outcome": "failed"},
+                    {"app_id": APP, "kind": "access_token", "outcome": "token_accepted"},
+                ]
+            },
+            "token_accepted",
+        ),
+        ({"credentials": [{"outcome": "lease_held"}]}, "lease_held"),
+        ({"credentials": []}, "unknown"),
+        ({"summary": "?"}, "unknown"),
+        (None, "unknown"),
+    ],
+)
+def test_the_outcome_is_the_one_for_the_reported_credential(reply: Any, outcome: str) -> None:
+    fake = FakeLambda(reply)
+    refresh = LambdaPassiveRefresh("f", client=fake)  # type: ignore[arg-type]
+    assert refresh(APP, "access_token", "sha256:0123456789", 40001) == outcome
+
+
+def test_a_function_error_is_a_passive_refresh_error() -> None:
+    failing = FakeLambda({"errorMessage": "the report is malformed: unknown field"}, error=True)
+    with pytest.raises(PassiveRefreshError, match=r"failed for .*: the report is malformed"):
         LambdaPassiveRefresh("f", client=failing)(APP, "access_token", "sha256:x", 40001)  # type: ignore[arg-type]
+
+
+def test_an_invoke_failure_carries_no_botocore_exception() -> None:
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    denied = ClientError(
+        {"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}}, "Invoke"
+    )
+    failing = FakeLambda(None, raises=denied)
+    with pytest.raises(
+        PassiveRefreshError, match="AccessDeniedException: not authorized"
+    ) as caught:
+        LambdaPassiveRefresh("f", client=failing)(APP, "access_token", "sha256:x", 40001)  # type: ignore[arg-type]
+    assert caught.value.__cause__ is None
+    assert caught.value.__context__ is None
+    assert "lambda:InvokeFunction" in str(caught.value)
+
+
+def test_an_unexpected_failure_is_named_without_its_message() -> None:
+    failing = FakeLambda(None, raises=RuntimeError("body: access_token=TOKEN-IN-A-MESSAGE"))
+    with pytest.raises(PassiveRefreshError, match="RuntimeError") as caught:
+        LambdaPassiveRefresh("f", client=failing)(APP, "access_token", "sha256:x", 40001)  # type: ignore[arg-type]
+    assert "TOKEN-IN-A-MESSAGE" not in str(caught.value)
+    assert caught.value.__context__ is None
+
+
+def test_the_function_is_named_by_the_passive_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PASSIVE_REFRESH_FUNCTION_NAME", raising=False)
+    monkeypatch.delenv("REFRESHER_FUNCTION_NAME", raising=False)
+    assert default_passive_refresh() is None
+    with pytest.raises(ConfigurationError, match="PASSIVE_REFRESH_FUNCTION_NAME is not set"):
+        _ = LambdaPassiveRefresh().function_name
+    monkeypatch.setenv("PASSIVE_REFRESH_FUNCTION_NAME", "stack-PassiveRefreshFunction-1")
+    passive = default_passive_refresh()
+    assert isinstance(passive, LambdaPassiveRefresh)
+    assert passive.function_name == "stack-PassiveRefreshFunction-1"
+
+
+def test_the_retired_setting_alone_permits_nothing_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("PASSIVE_REFRESH_FUNCTION_NAME", raising=False)
+    monkeypatch.setenv("REFRESHER_FUNCTION_NAME", "stack-RefresherFunction-1")
+    with caplog.at_level(logging.WARNING, logger="wechat_token"):
+        assert default_passive_refresh() is None
+    assert "PASSIVE_REFRESH_FUNCTION_NAME" in caplog.text

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -156,9 +156,11 @@ class TokenStore:
         if triggered:
             update.set(triggered_at=now)
         # Our own lease counts as free: a retried request whose first answer was lost must
-        # not leave this refresher blocked by its own ghost lease.
+        # not leave this refresher blocked by its own ghost lease. A lease ends at
+        # lease_until (CredentialRecord.lease_is_live: now < lease_until).
         update.when(
-            "attribute_not_exists({lease_until}) OR {lease_until} < :now OR {lease_owner} = :owner",
+            "attribute_not_exists({lease_until}) OR {lease_until} < :now"
+            " OR {lease_owner} = :owner",
             now=now,
             owner=owner,
         )
@@ -166,6 +168,10 @@ class TokenStore:
         if not written.ok:
             return None
         before = CredentialRecord.from_dynamodb(written.attributes) if written.attributes else None
+        if before is not None and before.lease_owner == owner and triggered:
+            # What ALL_OLD returned is our own lost attempt: its triggered_at stamp is ours,
+            # not an earlier attempt's (or the double-check would rate-limit us).
+            before = replace(before, triggered_at=None)
         return Lease(self, key, owner, until, before or _empty(key))
 
     def update(self, key: CredentialKey, update: Update, **extra: Any) -> Written:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Callable
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING
 import boto3
 import httpx
 from botocore.config import Config
-from wechat_token.redaction import quiet_http_loggers
+from wechat_token.redaction import quiet_aws_loggers, quiet_http_loggers
 
 from .registry import RegistryLoader
 from .service import RefreshService
@@ -25,8 +24,7 @@ if TYPE_CHECKING:
 
 # botocore logs request and response bodies at DEBUG (the secret, the token) and httpx
 # logs every URL at INFO (the secret in the query string): keep them quiet at any level.
-for _name in ("botocore", "boto3", "urllib3"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+quiet_aws_loggers()
 quiet_http_loggers()
 
 # botocore's standard retry mode: backoff with jitter on throttling, 5xx and timeouts.

@@ -67,6 +67,7 @@ class WeChatClient:
             passive_refresh = default_passive_refresh()
         self._passive = passive_refresh
         self._http = http
+        self._quieted = False
         self._timeout = timeout
         self._wait_seconds = wait_seconds
         self._sleep = sleep
@@ -162,8 +163,10 @@ class WeChatClient:
     ) -> dict[str, Any]:
         import httpx  # noqa: PLC0415 - only consumers that call WeChat pay for httpx
 
-        if self._http is None:
+        if not self._quieted:  # httpx logs every URL at INFO, and the URL holds the token
             quiet_http_loggers()
+            self._quieted = True
+        if self._http is None:
             self._http = httpx.Client(timeout=self._timeout, follow_redirects=False)
         query = {**(params or {}), "access_token": token}
         content = None
