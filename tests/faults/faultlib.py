@@ -39,9 +39,9 @@ from wechat_token import TokenReader
 from wechat_token.record import ACCESS_TOKEN, CredentialKey, CredentialRecord, fingerprint
 
 from local_aws import DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, LOCAL_REGION, LocalTable
+from local_aws.static_secrets import SECRET_ID, StaticSecrets
 from simulator import ManualClock, WeChatSimulator
 from simulator import fingerprint as sim_fingerprint
-from tests.support import SECRET_ID, StaticSecrets
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -46,9 +46,10 @@ from wechat_token import TokenError, TokenReader
 from wechat_token.record import ACCESS_TOKEN, CredentialKey, fingerprint
 
 from local_aws.resources import create_token_table
+from local_aws.static_secrets import SECRET_ID, StaticSecrets
 from simulator import ManualClock, WeChatSimulator
 from tests.faults.faultlib import START, Snapshot
-from tests.support import SECRET_ID, StaticSecrets, parse_event
+from tests.support import parse_event
 
 BASE = "https://api.weixin.qq.test"
 TABLE = "wechat-token-faults"
@@ -526,14 +527,30 @@ def test_a_bad_registry_fails_the_run_with_a_registry_error(
     text = data.draw(registries(secret))
     before = moto.reset()
     service = moto.service({})
-    service.registry._read = lambda: text  # type: ignore[method-assign]
+    stages: list[str] = []
+
+    def read(stage: str) -> str:
+        stages.append(stage)
+        return text  # the previous version (AWSPREVIOUS) is just as bad
+
+    service.registry._read = read  # type: ignore[method-assign]
     try:
-        outcomes = service.run(Forced(APP))
+        summary = service.run(Forced(APP))
     except RefresherError as exc:
         _no_leak(str(exc) + moto.logs.text, secret)
         assert Snapshot.of(moto.record()) == before
+        if isinstance(exc, RegistryError):
+            # A document that cannot be used fails the run only once the previous version
+            # has been tried too.
+            assert stages == ["AWSCURRENT", "AWSPREVIOUS"]
+            note_event("RegistryError")
+        else:
+            note_event(type(exc).__name__)  # e.g. APP is not (validly) in the registry
         return
-    for outcome in outcomes:
+    note_event(f"{len(summary)} outcome(s), {len(summary.invalid_entries)} invalid")
+    # Bad entries fail alone, named in the summary without their secrets.
+    _no_leak(json.dumps(summary.as_dict()) + summary.error_message() + moto.logs.text, secret)
+    for outcome in summary:
         _no_leak(json.dumps(outcome.as_dict()), secret)
 
 

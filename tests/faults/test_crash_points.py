@@ -22,6 +22,7 @@ from token_refresher.outcome import Status
 from token_refresher.token_store import Lease, NewValue
 from token_refresher.triggers import Forced, Passive, Scheduled
 from wechat_token import WeChatClient
+from wechat_token.record import Kind
 
 from simulator import CLASSIC_TOKEN
 from tests.faults.faultlib import APP, Refresher, Snapshot, World
@@ -90,7 +91,7 @@ class Consumers:
         self.step = 20.0  # seconds between ticks
 
     def _passive(self, app_id: str, kind: str, stale: str, errcode: int | None) -> str:
-        request = Passive(app_id=app_id, kind=kind, stale=stale, errcode=errcode)
+        request = Passive(app_id=app_id, kind=Kind(kind), stale=stale, errcode=errcode)
         [outcome] = self.refresher.service.run(request)
         self.passive_outcomes.append(outcome.outcome)
         return outcome.outcome

@@ -465,6 +465,8 @@ def test_a_dynamodb_that_hangs_is_a_bounded_failure(
         )
         [outcome] = hung.service.run(FORCE)
         assert outcome.outcome == Status.FAILED
+        assert outcome.error is not None
+        assert outcome.error["class"] == "store"
         assert hole.connections == total_attempts(fast), "each attempt was a real connection"
     assert len(botocore_sleeps) == total_attempts(fast) - 1
     assert world.sim.calls(CLASSIC_TOKEN, APP) == 0

@@ -159,7 +159,7 @@ class TokenStore:
         # not leave this refresher blocked by its own ghost lease. A lease ends at
         # lease_until (CredentialRecord.lease_is_live: now < lease_until).
         update.when(
-            "attribute_not_exists({lease_until}) OR {lease_until} < :now"
+            "attribute_not_exists({lease_until}) OR {lease_until} <= :now"
             " OR {lease_owner} = :owner",
             now=now,
             owner=owner,
