@@ -27,6 +27,7 @@ import httpx
 import wechat_token
 import wechat_token.client as client_module
 from token_refresher.triggers import Forced, Passive
+from wechat_token.record import Kind
 
 from bench.results import Row, Section, ms, table
 from bench.stats import quantile
@@ -64,7 +65,9 @@ def _storm(be: Backend, sim: WeChatSimulator, url: str, n: int, variant: str) ->
     outcomes_lock = threading.Lock()
 
     def passive(app_id: str, kind: str, stale: str, errcode: int | None) -> str:
-        [outcome] = ref.service.run(Passive(app_id=app_id, kind=kind, stale=stale, errcode=errcode))
+        [outcome] = ref.service.run(
+            Passive(app_id=app_id, kind=Kind(kind), stale=stale, errcode=errcode)
+        )
         with outcomes_lock:
             outcomes[outcome.outcome] += 1
         return outcome.outcome

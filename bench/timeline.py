@@ -17,6 +17,7 @@ from typing import Any
 
 import wechat_token
 from token_refresher.triggers import Passive, Scheduled
+from wechat_token.record import Kind
 
 from bench.results import Row, Section
 from bench.world import Backend, refresher, secret_of
@@ -68,7 +69,7 @@ def simulate(be: Backend, *, hours: float) -> Day:
 
         def passive(app_id: str, kind: str, stale: str, errcode: int | None) -> str:
             [outcome] = ref.service.run(
-                Passive(app_id=app_id, kind=kind, stale=stale, errcode=errcode)
+                Passive(app_id=app_id, kind=Kind(kind), stale=stale, errcode=errcode)
             )
             runs.append((clock.now(), "passive", outcome.outcome))
             return outcome.outcome
