@@ -35,7 +35,7 @@ from .errors import (
     RefreshError,
 )
 from .outcome import Outcome, RunSummary, Status
-from .policy import Verdict
+from .policy import Rules, Verdict
 from .registry import STABLE, AppConfig, Registry, RegistryLoader
 from .retry import RetryPolicy, call_with_retries
 from .settings import Settings
@@ -75,6 +75,31 @@ class _Ticketing:
 
     def __repr__(self) -> str:
         return f"_Ticketing(bound_to={self.bound_to!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    """What the policy needs besides the record, fixed for one credential's refresh: the
+    first check, the wait for a held lease and the double-check ask the same question."""
+
+    trigger: Trigger
+    rules: Rules
+    app_type: str
+    deadline: Deadline
+    ticketing: _Ticketing
+    verdict: Verdict
+
+    def why(self, record: CredentialRecord) -> Status | None:
+        """Why WeChat must not be called now for ``record``, or None to go ahead."""
+        return policy.skip(
+            record,
+            self.trigger,
+            self.deadline.now(),
+            self.rules,
+            app_type=self.app_type,
+            bound_to=self.ticketing.bound_to,
+            verdict=self.verdict,
+        )
 
 
 class RefreshService:
@@ -223,16 +248,16 @@ class RefreshService:
         ticketing = self._ticketing(cred, deadline.now())
         record = self.store.read(cred.key)  # 1. consistent read
         verdict = self._verdict(cred, record, trigger, deadline)
-        if (why := self._skip(cred, record, trigger, ticketing, verdict, deadline)) is not None:
-            return self._skipped(record, why, deadline, verdict)
-        lease = self._acquire(cred, record, trigger, ticketing, verdict, deadline)  # 2. lease
+        decision = _Decision(trigger, self.rules, cred.app.type, deadline, ticketing, verdict)
+        if (why := decision.why(record)) is not None:
+            return self._skipped(record, why, deadline)
+        lease = self._acquire(cred, record, decision)  # 2. lease
         if not isinstance(lease, Lease):  # held by someone else: what it left, or held
-            why = self._skip(cred, lease, trigger, ticketing, verdict, deadline)
-            return self._skipped(lease, why or Status.LEASE_HELD, deadline, verdict)
+            return self._skipped(lease, decision.why(lease) or Status.LEASE_HELD, deadline)
         with lease:  # released on any surprise
-            why = self._skip(cred, lease.record, trigger, ticketing, verdict, deadline)
+            why = decision.why(lease.record)
             if why is not None:  # 3. double-check, on the record as the lease found it
-                return self._skipped(lease.record, why, deadline, verdict)
+                return self._skipped(lease.record, why, deadline)
             foreign = policy.is_foreign_rotation(lease.record, deadline.now(), verdict)
             if foreign:
                 self._warn_foreign(lease.record)
@@ -262,28 +287,7 @@ class RefreshService:
     def _budget(self) -> int:
         return self.settings.daily_call_budget
 
-    def _skip(
-        self,
-        cred: Credential,
-        record: CredentialRecord,
-        trigger: Trigger,
-        ticketing: _Ticketing,
-        verdict: Verdict,
-        deadline: Deadline,
-    ) -> Status | None:
-        return policy.skip(
-            record,
-            trigger,
-            deadline.now(),
-            self.rules,
-            app_type=cred.app.type,
-            bound_to=ticketing.bound_to,
-            verdict=verdict,
-        )
-
-    def _skipped(
-        self, record: CredentialRecord, status: Status, deadline: Deadline, verdict: Verdict
-    ) -> Outcome:
+    def _skipped(self, record: CredentialRecord, status: Status, deadline: Deadline) -> Outcome:
         now = deadline.now()
         if status is Status.CONFIGURATION_HOLD:
             return Outcome.skipped(
@@ -319,20 +323,15 @@ class RefreshService:
         return _Ticketing(token.value, token.fingerprint())
 
     def _acquire(
-        self,
-        cred: Credential,
-        record: CredentialRecord,
-        trigger: Trigger,
-        ticketing: _Ticketing,
-        verdict: Verdict,
-        deadline: Deadline,
+        self, cred: Credential, record: CredentialRecord, decision: _Decision
     ) -> Lease | CredentialRecord:
         """The lease, or the record as it stands when someone else holds it.
 
         A scheduled run waits for a held lease (bounded by the deadline) and decides again,
         so that a crashed holder does not leave a due credential unrefreshed.
         """
-        triggered = not isinstance(trigger, Scheduled)
+        deadline = decision.deadline
+        triggered = not isinstance(decision.trigger, Scheduled)
         owner = deadline.lease_owner()
         for _ in range(2):
             lease = self.store.acquire(
@@ -344,7 +343,7 @@ class RefreshService:
             record = self._wait_for_lease(cred.key, deadline)
             if record.lease_is_live(deadline.now()):
                 return record
-            if self._skip(cred, record, trigger, ticketing, verdict, deadline) is not None:
+            if decision.why(record) is not None:
                 return record  # the holder did the work: the double-check will see it
         return record
 
