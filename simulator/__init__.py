@@ -13,6 +13,18 @@ or ``python -m simulator --port 0 --app wx123:s3cret``.
 from simulator.calllog import CallRecord
 from simulator.clock import Clock, ManualClock, SystemClock
 from simulator.faults import FAULT_KINDS, Fault, FaultKind, parse_fault_spec
+from simulator.platform import (
+    AUTHORIZER_LIST,
+    AUTHORIZER_TOKEN,
+    CLEAR_QUOTA,
+    COMPONENT_ENDPOINTS,
+    COMPONENT_TOKEN,
+    QUERY_AUTH,
+    START_PUSH_TICKET,
+    AuthorizationGrant,
+    PlatformSimulator,
+    PushDelivery,
+)
 from simulator.server import SimulatorServer
 from simulator.wechat import (
     BUSINESS_ENDPOINTS,
@@ -33,22 +45,32 @@ from simulator.wechat import (
 )
 
 __all__ = [
+    "AUTHORIZER_LIST",
+    "AUTHORIZER_TOKEN",
     "BUSINESS_ENDPOINTS",
     "CLASSIC_TOKEN",
+    "CLEAR_QUOTA",
+    "COMPONENT_ENDPOINTS",
+    "COMPONENT_TOKEN",
     "FAULT_KINDS",
     "MP_TICKET",
+    "QUERY_AUTH",
     "STABLE_TOKEN",
+    "START_PUSH_TICKET",
     "TICKET_ENDPOINTS",
     "TOKEN_ENDPOINTS",
     "WECOM_AGENT_TICKET",
     "WECOM_CORP_TICKET",
     "WECOM_TOKEN",
+    "AuthorizationGrant",
     "CallRecord",
     "Clock",
     "Fault",
     "FaultKind",
     "ManualClock",
+    "PlatformSimulator",
     "Pool",
+    "PushDelivery",
     "QuotaExceededError",
     "SimResponse",
     "SimulatorServer",

@@ -2,6 +2,8 @@
 
 Prints one line, ``simulator listening on http://127.0.0.1:PORT``, then serves
 until SIGINT or SIGTERM. Secrets given on the command line are never printed.
+``python -m simulator authorize|unauthorize|deliver|pushes ...`` acts on a running
+simulator's third-party platforms instead (see :mod:`simulator.platform_cli`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from types import FrameType
 
 from simulator.clock import Clock, ManualClock, SystemClock
 from simulator.faults import parse_fault_spec
+from simulator.platform_cli import COMMANDS as PLATFORM_COMMANDS
+from simulator.platform_cli import main as platform_main
 from simulator.server import SimulatorServer
 from simulator.wechat import WeChatSimulator
 
@@ -36,6 +40,20 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="CORPID:AGENTID:SECRET",
         help="register a WeCom application",
+    )
+    parser.add_argument(
+        "--component",
+        action="append",
+        default=[],
+        metavar="APPID:SECRET:TOKEN:AESKEY[:CALLBACK_URL]",
+        help="register a third-party platform (its pushes go to CALLBACK_URL)",
+    )
+    parser.add_argument(
+        "--push-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="deliver due platform pushes every SECONDS of real time (default: only on request)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for server choice and tokens")
     parser.add_argument("--servers", type=int, default=3, help="simulated WeChat servers")
@@ -62,8 +80,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, serve until a signal, return the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in PLATFORM_COMMANDS:
+        return platform_main(arguments)
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     clock: Clock = (
         ManualClock(time.time() if args.start_time is None else args.start_time)
         if args.manual_clock
@@ -91,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(parts) != 3 or not all(parts):
             parser.error("--wecom expects CORPID:AGENTID:SECRET")
         sim.add_wecom_app(*parts)
+    _add_components(sim, args.component, parser)
+    if args.push_every < 0:
+        parser.error("--push-every cannot be negative")
     for spec in args.fault:
         try:
             sim.add_fault(parse_fault_spec(spec))
@@ -109,6 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"simulator: cannot listen: {exc}", file=sys.stderr)
         return 1
+    if args.push_every > 0:
+        threading.Thread(
+            target=_deliver_pushes,
+            args=(sim, args.push_every, stop),
+            name="wechat-simulator-pushes",
+            daemon=True,
+        ).start()
     try:
         print(f"simulator listening on {server.base_url}", flush=True)
         while not stop.wait(0.2):
@@ -116,6 +147,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         server.stop()
     return 0
+
+
+def _add_components(
+    sim: WeChatSimulator, specs: Sequence[str], parser: argparse.ArgumentParser
+) -> None:
+    """Register each ``APPID:SECRET:TOKEN:AESKEY[:CALLBACK_URL]`` (parsed by hand: argparse
+    would echo a bad value, and these hold secrets)."""
+    for spec in specs:
+        parts = spec.split(":", 4)
+        if len(parts) < 4 or not all(parts):
+            parser.error("--component expects APPID:SECRET:TOKEN:AESKEY[:CALLBACK_URL]")
+        appid, secret, token, aes_key = parts[:4]
+        url = parts[4] if len(parts) == 5 else None
+        try:
+            sim.platform.add_component(appid, secret, token, aes_key, url)
+        except ValueError as exc:  # the messages name the field, never its value
+            parser.error(f"--component: {exc}")
+
+
+def _deliver_pushes(sim: WeChatSimulator, every: float, stop: threading.Event) -> None:
+    """Deliver due platform pushes until ``stop`` is set."""
+    while not stop.wait(every):
+        try:
+            sim.platform.deliver_due_pushes()
+        except Exception as exc:  # keep serving; say only what failed
+            print(f"simulator: push delivery failed: {type(exc).__name__}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,21 @@ POST   /_sim/reset_quota        ``{"appid"}``
 POST   /_sim/invalidate_wecom   ``{"corpid", "agentid"}``
 POST   /_sim/check_token        ``{"token", "server"?}`` -> ``{"errcode", "accepted"}``
 GET    /_sim/stats              counters, state and call log (``?log=0`` omits the log)
+POST   /_sim/components         ``{"component_appid", "component_appsecret", "token",
+                                "encoding_aes_key", "callback_url"?, "allowed_ips"?,
+                                "daily_quota"?}``: a third-party platform
+POST   /_sim/authorize          ``{"component_appid", "authorizer_appid", "func_info"?}``
+                                -> ``{"info_type", "auth_code", "expires_in", ...}``
+POST   /_sim/unauthorize        ``{"component_appid", "authorizer_appid"}``
+POST   /_sim/pushes             ``{"component_appid", "enabled"}``: stop (an outage) or
+                                restart a platform's ticket pushes
+POST   /_sim/pushes/deliver     deliver the due pushes -> ``{"deliveries": [...]}``
+POST   /_sim/rotate_refresh     ``{"component_appid", "authorizer_appid"}``: the next
+                                ``api_authorizer_token`` answers a new refresh token
 ====== ======================== ==================================================
+
+The one credential an answer carries is ``/_sim/authorize``'s ``auth_code``: what
+WeChat's redirect hands the platform after a merchant's authorization.
 """
 
 from __future__ import annotations
@@ -191,6 +205,87 @@ def _stats(sim: WeChatSimulator, query: dict[str, str], raw: bytes) -> Any:
     return sim.stats(include_log=include_log)
 
 
+def _optional_text(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise _ControlError(400, f"{key!r} must be a non-empty string")
+    return value
+
+
+def _add_component(sim: WeChatSimulator, query: dict[str, str], raw: bytes) -> Any:
+    data = _object(raw)
+    appid = _text(data, "component_appid")
+    allowed = data.get("allowed_ips")
+    if allowed is not None and not (
+        isinstance(allowed, list) and all(isinstance(ip, str) for ip in allowed)
+    ):
+        raise _ControlError(400, "'allowed_ips' must be a list of strings")
+    quota = data.get("daily_quota")
+    if quota is not None and (isinstance(quota, bool) or not isinstance(quota, int)):
+        raise _ControlError(400, "'daily_quota' must be an integer")
+    sim.platform.add_component(
+        appid,
+        _text(data, "component_appsecret"),
+        _text(data, "token"),
+        _text(data, "encoding_aes_key"),
+        _optional_text(data, "callback_url"),
+        allowed_ips=allowed,
+        daily_quota=quota,
+    )
+    return {"component_appid": appid}
+
+
+def _authorize(sim: WeChatSimulator, query: dict[str, str], raw: bytes) -> Any:
+    data = _object(raw)
+    funcs = data.get("func_info")
+    if funcs is not None and not (
+        isinstance(funcs, list)
+        and all(isinstance(f, int) and not isinstance(f, bool) for f in funcs)
+    ):
+        raise _ControlError(400, "'func_info' must be a list of integers")
+    grant = sim.platform.authorize(
+        _text(data, "component_appid"), _text(data, "authorizer_appid"), func_ids=funcs
+    )
+    return {
+        "component_appid": grant.component_appid,
+        "authorizer_appid": grant.authorizer_appid,
+        "info_type": grant.info_type,
+        "auth_code": grant.auth_code,
+        "expires_in": int(grant.expires_at - sim.clock.now()),
+    }
+
+
+def _unauthorize(sim: WeChatSimulator, query: dict[str, str], raw: bytes) -> Any:
+    data = _object(raw)
+    done = sim.platform.unauthorize(_text(data, "component_appid"), _text(data, "authorizer_appid"))
+    return {"unauthorized": done}
+
+
+def _pushes(sim: WeChatSimulator, query: dict[str, str], raw: bytes) -> Any:
+    data = _object(raw)
+    appid = _text(data, "component_appid")
+    enabled = data.get("enabled")
+    if not isinstance(enabled, bool):
+        raise _ControlError(400, "'enabled' must be true or false")
+    if enabled:
+        sim.platform.start_pushes(appid)
+    else:
+        sim.platform.stop_pushes(appid)
+    return {"component_appid": appid, "pushing": enabled}
+
+
+def _deliver(sim: WeChatSimulator, query: dict[str, str], raw: bytes) -> Any:
+    return {"deliveries": [d.to_dict() for d in sim.platform.deliver_due_pushes()]}
+
+
+def _rotate_refresh(sim: WeChatSimulator, query: dict[str, str], raw: bytes) -> Any:
+    data = _object(raw)
+    sim.platform.force_refresh_token_rotation(
+        _text(data, "component_appid"), _text(data, "authorizer_appid")
+    )
+    return {"forced": True}
+
+
 _Route = Callable[["WeChatSimulator", dict[str, str], bytes], Any]
 
 _ROUTES: dict[tuple[str, str], _Route] = {
@@ -207,6 +302,12 @@ _ROUTES: dict[tuple[str, str], _Route] = {
     ("POST", "/_sim/invalidate_wecom"): _invalidate_wecom,
     ("POST", "/_sim/check_token"): _check_token,
     ("GET", "/_sim/stats"): _stats,
+    ("POST", "/_sim/components"): _add_component,
+    ("POST", "/_sim/authorize"): _authorize,
+    ("POST", "/_sim/unauthorize"): _unauthorize,
+    ("POST", "/_sim/pushes"): _pushes,
+    ("POST", "/_sim/pushes/deliver"): _deliver,
+    ("POST", "/_sim/rotate_refresh"): _rotate_refresh,
 }
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "HashedSecret",
     "Pool",
     "Token",
+    "TokenKind",
     "TokenPool",
     "fingerprint",
     "token_status",
@@ -23,6 +24,8 @@ __all__ = [
 ]
 
 Pool = Literal["classic", "stable", "wecom"]
+# A third-party platform's own token, and the tokens it holds for its authorizers.
+TokenKind = Literal["classic", "stable", "wecom", "component", "authorizer"]
 
 _DAY = 86_400
 _UTC8 = 8 * 3600
@@ -31,12 +34,16 @@ OK = 0
 NOT_LATEST = 40001
 INVALID = 40014
 EXPIRED = 42001
+NEEDS_COMPONENT_TOKEN = 61014
+NEEDS_BIZ_TOKEN = 61015
 
 ERRMSG = {
     OK: "ok",
     NOT_LATEST: "invalid credential, access_token is invalid or not latest",
     INVALID: "invalid access_token",
     EXPIRED: "access_token expired",
+    NEEDS_COMPONENT_TOKEN: "must use component token for component api",
+    NEEDS_BIZ_TOKEN: "must use biz account token for not component api",
 }
 
 
@@ -56,14 +63,15 @@ class Token:
 
     value: str
     fp: str
-    pool: Pool
-    owner: str  # appid, or corpid for WeCom
+    pool: TokenKind
+    owner: str  # appid, or corpid for WeCom; the component or authorizer appid on a platform
     agentid: str | None
     issued_at: float
     expires_at: float
     retired_at: float | None = None  # a newer token replaced it: its expiry became this
     revoked: bool = False  # invalid at once: forced stable refresh, WeCom early invalidation
     evicted: bool = False  # pushed out by a third fetch
+    component: str | None = None  # an authorizer token: the platform that holds it
 
 
 @dataclass(slots=True)

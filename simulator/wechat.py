@@ -32,10 +32,13 @@ from simulator.calllog import CallLog, CallRecord
 from simulator.clock import Clock, SystemClock
 from simulator.control import handle_control
 from simulator.faults import FAULT_KINDS, Fault, FaultKind
+from simulator.platform import COMPONENT_ENDPOINTS, PlatformSimulator
 from simulator.responses import HTML, JSON, SimResponse, html_page, json_object, json_response
 from simulator.tokens import (
     ERRMSG,
     INVALID,
+    NEEDS_BIZ_TOKEN,
+    NEEDS_COMPONENT_TOKEN,
     OK,
     HashedSecret,
     Pool,
@@ -85,7 +88,7 @@ IP_LIST = ("101.226.103.0/25", "101.226.62.0/26", "140.207.54.0/25", "183.3.234.
 _MP_IP_BODY = json_response({"ip_list": list(IP_LIST)}).body
 _WECOM_IP_BODY = json_response({"errcode": 0, "errmsg": "ok", "ip_list": list(IP_LIST)}).body
 
-_Family = Literal["mp", "wecom", "any"]
+_Family = Literal["mp", "wecom", "any", "component"]
 
 _TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 _DEAD_TOKENS_KEPT = 100_000  # enough to answer 40001 (not 40014) for a long while
@@ -224,6 +227,9 @@ class WeChatSimulator:
         }
         for path in BUSINESS_ENDPOINTS:
             self._handlers[path] = self._business
+        # Third-party platforms: component APIs, verify tickets, authorizations, pushes.
+        self.platform = PlatformSimulator(self, seed)
+        self._handlers.update(self.platform.routes())
 
     # ------------------------------------------------------------------ setup
 
@@ -556,6 +562,7 @@ class WeChatSimulator:
                 "counters": self._log.counters(),
                 "apps": apps,
                 "wecom": wecom,
+                "platform": self.platform.stats(),
                 "faults": [f.to_dict() for f in self._faults],
                 "faults_triggered": dict(self._faults_triggered),
                 "tickets": list(self._ticket_bindings),
@@ -611,6 +618,8 @@ class WeChatSimulator:
         return handler(_Request(server, offset, now, method, path, query, body, client_ip))
 
     def _appid_hint(self, path: str, query: dict[str, str], body: bytes) -> str | None:
+        if path in COMPONENT_ENDPOINTS:
+            return self.platform.appid_hint(query, body)
         if path == STABLE_TOKEN:
             data = json_object(body)
             appid = data.get("appid") if data else None
@@ -751,12 +760,15 @@ class WeChatSimulator:
         now: float,
         *,
         revoke_previous: bool = False,
+        keep_previous_until_expiry: bool = False,
     ) -> Token:
-        """Issue a token: the current one's expiry becomes ``now`` and the oldest
-        of two is evicted (WeCom keeps only one live token)."""
+        """Issue a token: the current one's expiry becomes ``now`` (its grace follows)
+        unless ``keep_previous_until_expiry`` (a stable token's normal-mode rotation), and
+        the oldest of two is evicted (WeCom keeps only one live token)."""
         current = pool.current()
         if current is not None:
-            current.retired_at = now
+            if not keep_previous_until_expiry:
+                current.retired_at = now
             current.revoked = current.revoked or revoke_previous
         keep = 1 if kind == "wecom" else 2
         while len(pool.live) >= keep:
@@ -787,6 +799,9 @@ class WeChatSimulator:
         token = self._tokens.get(value)
         if token is None or (family != "any" and (token.pool == "wecom") != (family == "wecom")):
             return INVALID, None
+        if (token.pool == "component") != (family == "component"):
+            # A platform's own token opens component APIs only, and nothing else does.
+            return (NEEDS_COMPONENT_TOKEN if family == "component" else NEEDS_BIZ_TOKEN), token
         return token_status(token, server_now, self.grace_seconds), token
 
     # --------------------------------------------------------------- endpoints
@@ -871,9 +886,14 @@ class WeChatSimulator:
             # Outside the limits WeChat does not rotate; the call proceeds as normal mode.
             pool.force_rejected += 1
             note = "force_rejected"
+        # Normal mode: the answering server, by its own clock, hands out a new token once
+        # less than 5 minutes are left; the old one stays valid until its own expiry.
         current = pool.current()
-        if current is None or current.expires_at - req.now < self.grace_seconds:
-            token = self._rotate(pool, "stable", app.appid, None, req.now)
+        server_now = req.now + req.offset
+        if current is None or current.expires_at - server_now < self.grace_seconds:
+            token = self._rotate(
+                pool, "stable", app.appid, None, req.now, keep_previous_until_expiry=True
+            )
             return self._stable_answer(req, app.appid, token, issued=True, note=note)
         return self._stable_answer(req, app.appid, current, issued=False, note=note)
 
@@ -891,7 +911,8 @@ class WeChatSimulator:
             token_fp=token.fp,
             note=note,
         )
-        remaining = int(token.expires_at - req.now)
+        # What is left by the answering server's clock (WeChat: "expires_in >= 300").
+        remaining = min(self.token_lifetime, int(token.expires_at - (req.now + req.offset)))
         return json_response({"access_token": token.value, "expires_in": remaining})
 
     def _wecom_token(self, req: _Request) -> SimResponse:
@@ -946,12 +967,16 @@ class WeChatSimulator:
         fp = token.fp if token else None
         if code or token is None:
             return self._fail(req, code, message, appid=owner, wecom=wecom, token_fp=fp)
+        if token.pool == "authorizer" and self.platform.ip_refusal(token, req.client_ip):
+            return self._platform_ip_refused(req, owner, fp, detailed=True)
         if ticket_type not in allowed_types:
             return self._fail(req, 40097, "invalid args", appid=owner, wecom=wecom, token_fp=fp)
         ticket = "".join(self._mint.choices(_TOKEN_ALPHABET, k=86))
         ticket_fp = fingerprint(ticket)
         if token.pool == "wecom":
             tickets = self._agent(token.owner, token.agentid or "").tickets
+        elif token.pool == "authorizer":
+            tickets = self.platform.ticket_counts(token)
         else:
             tickets = self._apps[token.owner].tickets
         tickets[ticket_type] = tickets.get(ticket_type, 0) + 1
@@ -1006,10 +1031,23 @@ class WeChatSimulator:
             return self._fail(
                 req, code, message, appid=owner, wecom=wecom, detailed=detailed, token_fp=fp
             )
+        if (
+            token is not None
+            and token.pool == "authorizer"
+            and self.platform.ip_refusal(token, req.client_ip)
+        ):
+            return self._platform_ip_refused(req, owner, fp, detailed=detailed)
         self._record(
             req.now, req.server, req.method, req.path, owner, 0, detailed=detailed, token_fp=fp
         )
         return SimResponse(200, dict(JSON), _WECOM_IP_BODY if wecom else _MP_IP_BODY)
+
+    def _platform_ip_refused(
+        self, req: _Request, owner: str | None, fp: str | None, *, detailed: bool
+    ) -> SimResponse:
+        """An authorizer token used from outside its platform's IP whitelist."""
+        message = f"access clientip is not registered requestIP: {req.client_ip}"
+        return self._fail(req, 61004, message, appid=owner, detailed=detailed, token_fp=fp)
 
 
 def _check_options(

@@ -328,11 +328,13 @@ class Deployment:
         seed: int = 0,
         clock: Callable[[], float] | None = None,
         http_timeout: float = 10.0,
+        sleep: Callable[[float], None] | None = None,
         **settings: Any,
     ) -> RefreshService:
         """A refresher wired like production (its own boto3 and httpx clients, as another
         Lambda instance would have); ``http_timeout`` is httpx's, in real seconds. Its
-        writes are mirrored for the consumers (``TableMirror``)."""
+        writes are mirrored for the consumers (``TableMirror``). Its pauses cost no real
+        time: by default they pass no simulated time either; ``sleep`` decides otherwise."""
         service = build_service(
             Settings(
                 table_name=self.table,
@@ -347,7 +349,7 @@ class Deployment:
             secrets=StaticSecrets(self.registry),  # type: ignore[arg-type]
             http=httpx.Client(timeout=http_timeout),
             clock=clock or self.clock.now,
-            sleep=lambda _: None,  # backoff pauses cost no real time
+            sleep=sleep or (lambda _: None),
             rng=random.Random(seed),
         )
         self._closers.append(service.api.close)

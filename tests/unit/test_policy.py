@@ -46,8 +46,17 @@ PASSIVE = Passive("wx1", stale=STALE, errcode=40001)
         (record(age=600), Scheduled(), {}, Status.NOT_DUE),
         (record(age=2999), Scheduled(), {}, Status.NOT_DUE),
         (record(age=3001), Scheduled(), {}, None),
-        (record(age=4000), Scheduled(), {"app_type": "stable"}, Status.NOT_DUE),
-        (record(age=5101), Scheduled(), {"app_type": "stable"}, None),
+        # Stable: only once its overlap window opens (300 s of stored life left).
+        (record(age=6500), Scheduled(), {"app_type": "stable"}, Status.NOT_DUE),
+        (record(age=6601), Scheduled(), {"app_type": "stable"}, None),
+        # ...and after WeChat handed out the same token, not before the next ask.
+        (
+            record(age=6700, renewable_at=NOW + 5),
+            Scheduled(),
+            {"app_type": "stable"},
+            Status.NOT_DUE,
+        ),
+        (record(age=6700, renewable_at=NOW), Scheduled(), {"app_type": "stable"}, None),
         (record(age=600), Scheduled(), {"verdict": Verdict.REJECTED}, None),
         (record(age=600, bound_to="sha256:old"), Scheduled(), {"bound_to": "sha256:new"}, None),
         (
@@ -199,6 +208,31 @@ def test_the_cool_down_grows_with_failures_and_is_bounded(failures: int) -> None
     more = record(trigger_failures=failures + 1)
     assert RULES.trigger_spacing_seconds <= RULES.cooldown(now_rec) <= RULES.max_cooldown_seconds
     assert RULES.cooldown(more) >= RULES.cooldown(now_rec)
+
+
+@pytest.mark.parametrize(
+    ("rec", "trigger", "app_type", "verdict", "expected"),
+    [
+        # Normal mode renews a stable token in its window: no force for the schedule...
+        (record(age=6700), Scheduled(), "stable", Verdict.UNCHECKED, False),
+        (record(age=6700), Scheduled(), "stable", Verdict.ACCEPTED, False),
+        # ...nor for a consumer's report WeChat did not confirm, nor for an expired token.
+        (record(age=600), PASSIVE, "stable", Verdict.UNKNOWN, False),
+        (record(age=7000), PASSIVE, "stable", Verdict.UNCHECKED, False),
+        # Only a token WeChat rejects, or an operator, forces.
+        (record(age=600), PASSIVE, "stable", Verdict.REJECTED, True),
+        (record(age=600), Scheduled(), "stable", Verdict.REJECTED, True),
+        (record(age=600), Forced("wx1"), "stable", Verdict.UNCHECKED, True),
+        # Never for classic or WeCom tokens, tickets, or a first fetch.
+        (record(age=600), Forced("wx1"), "classic", Verdict.REJECTED, False),
+        (record(age=600, kind="jsapi_ticket"), Forced("wx1"), "stable", Verdict.REJECTED, False),
+        (CredentialRecord("wx1"), Forced("wx1"), "stable", Verdict.REJECTED, False),
+    ],
+)
+def test_only_what_normal_mode_cannot_fix_forces_a_stable_token(
+    rec: CredentialRecord, trigger: Trigger, app_type: str, verdict: Verdict, expected: bool
+) -> None:
+    assert policy.needs_force(rec, trigger, app_type=app_type, verdict=verdict) is expected
 
 
 def test_the_policy_reads_no_clock_and_does_no_io() -> None:

@@ -369,9 +369,18 @@ def test_re_registering_an_app_keeps_its_tokens(sim: WeChatSimulator) -> None:
 # ----------------------------------------------------------- stable token
 
 
+@pytest.fixture
+def true_clock_sim(clock: ManualClock) -> WeChatSimulator:
+    """One WeChat server whose clock is exact (the stable window is judged per server)."""
+    s = WeChatSimulator(clock, seed=7, server_offsets=[0.0])
+    s.add_app(APPID, SECRET)
+    return s
+
+
 def test_stable_token_does_not_rotate_on_repeated_calls(
-    sim: WeChatSimulator, clock: ManualClock
+    true_clock_sim: WeChatSimulator, clock: ManualClock
 ) -> None:
+    sim = true_clock_sim
     first = stable(sim)
     assert first["expires_in"] == 7200
     clock.advance(655)
@@ -394,8 +403,9 @@ def test_stable_and_classic_pools_are_independent(sim: WeChatSimulator) -> None:
 
 
 def test_stable_token_rotates_in_its_last_five_minutes(
-    sim: WeChatSimulator, clock: ManualClock
+    true_clock_sim: WeChatSimulator, clock: ManualClock
 ) -> None:
+    sim = true_clock_sim
     old = stable(sim)["access_token"]
     clock.advance(7200 - 300)
     assert stable(sim)["expires_in"] == 300
@@ -404,12 +414,47 @@ def test_stable_token_rotates_in_its_last_five_minutes(
     rotated = stable(sim)
     assert rotated["access_token"] != old
     assert rotated["expires_in"] == 7200
-    # Old and new both work for five minutes (give or take the servers' skew).
-    clock.advance(300 - 91)
-    assert outcomes(sim, old) == {0}
-    clock.advance(2 * 91)
-    assert outcomes(sim, old) == {40001}
-    assert outcomes(sim, rotated["access_token"]) == {0}
+    assert stable(sim)["access_token"] == rotated["access_token"], "rotates once"
+    assert sim.tokens_issued(APPID, pool="stable") == 2
+
+
+@pytest.mark.parametrize("offset", [-90.0, 0.0, 90.0])
+def test_stable_window_is_judged_by_the_answering_servers_clock(offset: float) -> None:
+    """WeChat: "expires_in >= 300" at any moment; a server whose clock is ahead by
+    ``offset`` sees less left, reports less and rotates earlier by as much."""
+    clock = ManualClock(START)
+    sim = WeChatSimulator(clock, seed=3, server_offsets=[offset])
+    sim.add_app(APPID, SECRET)
+    first = stable(sim)
+    assert first["expires_in"] == min(7200, int(7200 - offset))
+    clock.advance(7200 - 300 - offset - 1)
+    answer = stable(sim)
+    assert answer["access_token"] == first["access_token"]
+    assert answer["expires_in"] == 301
+    clock.advance(2)
+    answer = stable(sim)
+    assert answer["access_token"] != first["access_token"]
+    assert answer["expires_in"] >= 300
+
+
+def test_old_stable_token_stays_valid_until_its_own_expiry_then_expires() -> None:
+    """Normal mode's overlap: after the rotation both tokens work until the old one's own
+    expiry (by each server's clock); then the old one answers 42001, the new one 0."""
+    clock = ManualClock(START)
+    ahead = WeChatSimulator(clock, seed=3, server_offsets=[90.0])
+    behind = WeChatSimulator(clock, seed=3, server_offsets=[-90.0])
+    for sim in (ahead, behind):
+        sim.add_app(APPID, SECRET)
+    olds = {id(sim): stable(sim)["access_token"] for sim in (ahead, behind)}
+    clock.advance(6820)
+    news = {id(sim): stable(sim)["access_token"] for sim in (ahead, behind)}
+    assert olds[id(ahead)] != news[id(ahead)], "ahead: 290 s left by its clock: rotated"
+    assert olds[id(behind)] == news[id(behind)], "behind: 470 s left by its clock: kept"
+    clock.advance(7200 - 90 - 6820 - 1)  # a second before the ahead server sees it expire
+    assert outcomes(ahead, olds[id(ahead)]) == {0}
+    clock.advance(1)
+    assert outcomes(ahead, olds[id(ahead)]) == {42001}
+    assert outcomes(ahead, news[id(ahead)]) == {0}
 
 
 def test_stable_token_after_a_long_idle_is_new(sim: WeChatSimulator, clock: ManualClock) -> None:
@@ -433,8 +478,9 @@ def test_stable_token_force_refresh_rotates_at_once(
 
 
 def test_force_refresh_needs_30_seconds_between_calls(
-    sim: WeChatSimulator, clock: ManualClock
+    true_clock_sim: WeChatSimulator, clock: ManualClock
 ) -> None:
+    sim = true_clock_sim
     first = stable(sim, force=True)["access_token"]
     clock.advance(29)
     second = stable(sim, force=True)

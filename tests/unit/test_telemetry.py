@@ -8,7 +8,9 @@ import logging
 from typing import Any
 
 import pytest
-from token_refresher.telemetry import SERVICE
+from token_refresher.outcome import Outcome, RunSummary, Status
+from token_refresher.telemetry import SERVICE, min_seconds_to_expiry
+from wechat_token.record import CredentialKey
 
 from .conftest import APP, BASE, SECRET, SECRET_ID, TABLE, Harness
 from .test_handler import Context
@@ -89,6 +91,8 @@ def test_a_refresh_logs_structured_fields_and_emits_metrics(
     assert metrics["TokenAgeAtRefresh"] == pytest.approx(3600)
     assert metrics["BudgetRemaining"] == 1000 - 1 + 1000 - 2
     assert metrics["MinSecondsToExpiry"] == pytest.approx(2 * (7200 - 300))
+    # No stable app: its alarm's metric says a token's life, so that only silence alarms.
+    assert metrics["MinStableSecondsToExpiry"] == 2 * 7200
 
 
 def test_a_failure_is_counted_by_error_class_and_logged_as_an_error(
@@ -124,3 +128,25 @@ def test_foreign_rotation_and_passive_refresh_are_counted(
     assert metrics["PassiveRefresh"] == 1
     for token in harness.wechat.issued:
         assert token not in out
+
+
+def test_stable_tokens_have_their_own_expiry_metric() -> None:
+    """A stable token is renewed in its last 5 minutes: it must not pull the main metric
+    down to a few minutes every two hours; its tickets are renewed like any other."""
+
+    def outcome(app: str, kind: str, app_type: str, left: float) -> Outcome:
+        return Outcome(
+            CredentialKey(app, kind), Status.NOT_DUE, seconds_to_expiry=left, app_type=app_type
+        )
+
+    summary = RunSummary.of(
+        [
+            outcome("wxs", "access_token", "stable", 250.0),
+            outcome("wxs", "jsapi_ticket", "stable", 4000.0),
+            outcome("wxc", "access_token", "classic", 5000.0),
+        ]
+    )
+    assert min_seconds_to_expiry(summary) == 4000.0
+    assert min_seconds_to_expiry(summary, stable=True) == 250.0
+    classic_only = RunSummary.of([outcome("wxc", "access_token", "classic", 5000.0)])
+    assert min_seconds_to_expiry(classic_only, stable=True) is None

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from token_refresher.settings import Settings
 
 from scripts.local_invoke import load_template
 
@@ -44,7 +45,6 @@ REFRESHER_ENV = {
     "WECOM_API_BASE_URL",
     "REFRESH_INTERVAL_SECONDS",
     "REFRESH_SLACK_SECONDS",
-    "STABLE_REFRESH_INTERVAL_SECONDS",
     "DAILY_CALL_BUDGET",
     "REFRESH_CONCURRENCY",
     "POWERTOOLS_SERVICE_NAME",
@@ -300,7 +300,7 @@ def test_refresher_runs_every_two_minutes_on_eventbridge_scheduler_with_retries(
     assert main["ScheduleExpression"] == {"Ref": "ScheduleExpression"}
     assert template["Parameters"]["ScheduleExpression"]["Default"] == "rate(2 minutes)"
     assert stable["ScheduleExpression"] == {"Ref": "StableScheduleExpression"}
-    assert template["Parameters"]["StableScheduleExpression"]["Default"] == "rate(30 minutes)"
+    assert template["Parameters"]["StableScheduleExpression"]["Default"] == "rate(1 minute)"
     for schedule in (main, stable):
         assert schedule["FlexibleTimeWindow"] == {"Mode": "OFF"}
         assert schedule["RetryPolicy"] == {
@@ -327,8 +327,6 @@ def test_scheduled_input_is_events_scheduled_json_and_names_no_app(
 # A classic token lives 7200 s; the refresher stores it as usable for 7200 - 300 s of skew.
 TOKEN_LIFE_SECONDS = 7200
 STORED_LIFE_SECONDS = TOKEN_LIFE_SECONDS - 300
-# A stable token is due below its schedule's period plus 15 minutes (the refresher's rule).
-STABLE_MARGIN_SECONDS = 0  # stable: due below StableRefreshIntervalSeconds itself
 
 
 def _due_rule(template: dict[str, Any]) -> dict[str, float]:
@@ -336,23 +334,19 @@ def _due_rule(template: dict[str, Any]) -> dict[str, float]:
     parameters = template["Parameters"]
     env = _effective_env(template, "RefresherFunction")
     assert env["REFRESH_INTERVAL_SECONDS"] == {"Ref": "RefreshIntervalSeconds"}
-    assert env["STABLE_REFRESH_INTERVAL_SECONDS"] == {"Ref": "StableRefreshIntervalSeconds"}
     interval = float(parameters["RefreshIntervalSeconds"]["Default"])
-    stable_interval = float(parameters["StableRefreshIntervalSeconds"]["Default"])
-    return {
-        "interval": interval,
-        "slack": float(env["REFRESH_SLACK_SECONDS"]),
-        "stable_interval": stable_interval,
-        "stable_due_below": stable_interval + STABLE_MARGIN_SECONDS,
-    }
+    return {"interval": interval, "slack": float(env["REFRESH_SLACK_SECONDS"])}
 
 
 def test_refresh_interval_default_matches_the_schedule(template: dict[str, Any]) -> None:
     parameters = template["Parameters"]
     interval = parameters["RefreshIntervalSeconds"]
     assert _rate_seconds(parameters["ScheduleExpression"]["Default"]) == interval["Default"]
-    stable = parameters["StableRefreshIntervalSeconds"]
-    assert _rate_seconds(parameters["StableScheduleExpression"]["Default"]) == stable["Default"]
+    # The stable run's asks, stable_retry_seconds apart, cover its whole period.
+    settings = Settings(table_name="t", registry_secret_id="s")
+    stable_period = _rate_seconds(parameters["StableScheduleExpression"]["Default"])
+    assert stable_period == 60
+    assert settings.stable_calls_per_run * settings.stable_retry_seconds >= stable_period
     env = _effective_env(template, "RefresherFunction")
     assert env["REFRESH_INTERVAL_SECONDS"] == {"Ref": "RefreshIntervalSeconds"}
     # Lambda environment values are strings.
@@ -700,6 +694,7 @@ def test_env_file_sets_only_what_each_function_declares(template: dict[str, Any]
         "RefresherFunction",
         "PassiveRefreshFunction",
         "ExampleConsumerFunction",
+        "ExampleConsumerNodeFunction",
     }
     for logical_id in env_file:
         declared = set(_effective_env(template, logical_id))
@@ -716,6 +711,8 @@ def test_env_file_sets_only_what_each_function_declares(template: dict[str, Any]
     consumer = env_file["ExampleConsumerFunction"]
     assert consumer["PASSIVE_REFRESH_FUNCTION_NAME"] == "PassiveRefreshFunction"
     assert "REFRESHER_FUNCTION_NAME" not in consumer
+    # The Node.js example reads the same app in the same local world.
+    assert env_file["ExampleConsumerNodeFunction"] == consumer
 
 
 # ------------------------------------------------------------------ operations (alarms etc.)
@@ -772,6 +769,7 @@ ALARMS = {
     "RefresherFailureQueueAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
     "ScheduleDeadLetterQueueAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
     "TokenCloseToExpiryAlarm": (METRICS_NAMESPACE, "MinSecondsToExpiry"),
+    "StableTokenCloseToExpiryAlarm": (METRICS_NAMESPACE, "MinStableSecondsToExpiry"),
     "BudgetNearlySpentAlarm": (METRICS_NAMESPACE, "BudgetRemaining"),
     "ForeignRotationAlarm": (METRICS_NAMESPACE, "ForeignRotation"),
     "RegistryFallbackAlarm": (METRICS_NAMESPACE, "RegistryFallback"),
@@ -882,31 +880,56 @@ def test_token_close_to_expiry_alarm_also_fires_when_the_refresher_goes_quiet(
     assert window["MaxValue"] * 60 <= 86400
 
 
-def _healthy_minima(rule: dict[str, float]) -> dict[str, float]:
-    """The least time left a healthy run can see, per type: a credential just above its due
-    threshold at one run is one period older at the next."""
-    return {
-        "classic": rule["interval"] + rule["slack"] - rule["interval"],
-        # The 2-minute run looks at stable credentials too (not only the 30-minute one).
-        "stable": rule["stable_due_below"] - rule["interval"],
-    }
+def _healthy_minimum(rule: dict[str, float]) -> float:
+    """The least time left a healthy run can see on a classic or WeCom credential: one just
+    above its due threshold at one run is one period older at the next."""
+    return rule["interval"] + rule["slack"] - rule["interval"]
 
 
 def test_expiry_alarm_threshold_is_below_every_healthy_minimum(template: dict[str, Any]) -> None:
     rule = _due_rule(template)
-    minima = _healthy_minima(rule)
-    assert minima == {"classic": 3780, "stable": 1680}
+    minimum = _healthy_minimum(rule)
+    assert minimum == 3780
     parameters = template["Parameters"]
     threshold = parameters["ExpiryAlarmThresholdSeconds"]
     # With a margin for a late or slow run (a few minutes), at the default and at the largest
     # threshold the parameter allows.
     for value in (threshold["Default"], threshold["MaxValue"]):
-        assert value + 120 <= min(minima.values()), value
+        assert value + 120 <= minimum, value
     window_seconds = parameters["ExpiryAlarmWindowMinutes"]["Default"] * 60
     # A credential that stops being renewed alarms with a quarter of an hour to spare...
     assert threshold["Default"] - window_seconds >= 15 * 60
     # ...and the window spans several runs, so one missing report never alarms.
     assert window_seconds >= 4 * rule["interval"]
+
+
+# WeChat's servers disagree by up to this much (the stable-week scenario's +-90 s).
+STABLE_SERVER_SPREAD_SECONDS = 180.0
+
+
+def test_stable_alarm_never_fires_for_a_healthy_stable_token(template: dict[str, Any]) -> None:
+    """A healthy stable token is renewed, at the latest, when the slowest server sees under
+    300 s left: by our measurement (the issuing server's) at most spread - 300 + one retry
+    before its end. Its stored life (that end less the margin) left then is the healthy
+    minimum; below the threshold for less than a minute, it touches at most two 1-minute
+    datapoints, and the alarm needs three."""
+    settings = Settings(table_name="t", registry_secret_id="s")
+    latest_rotation = STABLE_SERVER_SPREAD_SECONDS - 300 + settings.stable_retry_seconds
+    healthy_minimum = -latest_rotation - settings.stable_expiry_margin_seconds
+    assert healthy_minimum == 40
+    props = _alarms(template["Resources"])["StableTokenCloseToExpiryAlarm"]
+    assert props["Threshold"] == {"Ref": "StableExpiryAlarmThresholdSeconds"}
+    assert (props["Period"], props["EvaluationPeriods"], props["DatapointsToAlarm"]) == (60, 3, 3)
+    assert props["Statistic"] == "Minimum"
+    assert props["ComparisonOperator"] == "LessThanThreshold"
+    assert props["TreatMissingData"] == "breaching"  # a stopped refresher alarms
+    parameter = template["Parameters"]["StableExpiryAlarmThresholdSeconds"]
+    for threshold in (parameter["Default"], parameter["MaxValue"]):
+        assert threshold - healthy_minimum < 60, threshold
+    # Its window opens with the stored life at 300 s: a stopped refresher alarms within
+    # four minutes, before a token whose window opens after the stop expires.
+    assert settings.stable_window_opens_below == 300
+    assert settings.stable_window_opens_below > 4 * 60
 
 
 # ------------------------------------------------------- the alarm through a simulated day
@@ -915,7 +938,6 @@ def test_expiry_alarm_threshold_is_below_every_healthy_minimum(template: dict[st
 @dataclass
 class _Credential:
     name: str
-    stable: bool
     expires_at: float
     renewable_until: float = float("inf")  # after this, every renewal fails
 
@@ -927,7 +949,7 @@ def _simulate_expiry_alarm(
     hours: float = 24,
     schedule_stops_at: float = float("inf"),
 ) -> tuple[list[float], dict[str, list[tuple[float, float]]]]:
-    """Runs the template's two schedules over ``credentials`` with the refresher's due rule,
+    """Runs the template's main schedule over ``credentials`` with the refresher's due rule,
     reports MinSecondsToExpiry per run, and evaluates TokenCloseToExpiryAlarm the way
     CloudWatch does (1-minute Minimum, missing = breaching, all of the window breaching).
 
@@ -940,29 +962,19 @@ def _simulate_expiry_alarm(
     threshold = float(parameters["ExpiryAlarmThresholdSeconds"]["Default"])
     window = int(parameters["ExpiryAlarmWindowMinutes"]["Default"])
     stored = float(STORED_LIFE_SECONDS)
-    runs = [(k * rule["interval"], False) for k in range(int(hours * 3600 / rule["interval"]))]
-    runs += [
-        (k * rule["stable_interval"], True)
-        for k in range(int(hours * 3600 / rule["stable_interval"]))
-    ]
+    runs = [k * rule["interval"] for k in range(int(hours * 3600 / rule["interval"]))]
     datapoints: dict[int, float] = {}
     seen: dict[str, list[tuple[float, float]]] = {c.name: [] for c in credentials}
-    for index, (at, stable_run) in enumerate(sorted(runs)):
+    for index, at in enumerate(runs):
         if at >= schedule_stops_at:
             continue
         now = at + 3 + 17 * ((index * 7919) % 13) / 13  # 3-20 s after the scheduled minute
-        looked_at = [c for c in credentials if c.stable or not stable_run]
-        if not looked_at:
-            continue
         lefts = []
-        for credential in looked_at:
+        for credential in credentials:
             left = credential.expires_at - now
             lefts.append(left)
             seen[credential.name].append((now, left))
-            due_below = (
-                rule["stable_due_below"] if credential.stable else rule["interval"] + rule["slack"]
-            )
-            if left < due_below and now < credential.renewable_until:
+            if left < rule["interval"] + rule["slack"] and now < credential.renewable_until:
                 credential.expires_at = now + stored
         minute = int(now // 60)
         datapoints[minute] = min(datapoints.get(minute, float("inf")), max(0.0, min(lefts)))
@@ -975,12 +987,12 @@ def _simulate_expiry_alarm(
 
 
 def _mixed_apps(start_ages: list[float]) -> list[_Credential]:
-    """Classic, WeCom and stable credentials of every age (WeCom tokens live 7200 s too)."""
+    """Classic and WeCom credentials of every age (WeCom tokens live 7200 s too)."""
     stored = float(STORED_LIFE_SECONDS)
     credentials = []
     for index, age in enumerate(start_ages):
-        for kind, stable in (("classic", False), ("wecom", False), ("stable", True)):
-            credentials.append(_Credential(f"{kind}-{index}", stable, stored - age))
+        for kind in ("classic", "wecom"):
+            credentials.append(_Credential(f"{kind}-{index}", stored - age))
     return credentials
 
 
@@ -993,12 +1005,11 @@ def test_expiry_alarm_stays_quiet_through_a_healthy_day_of_mixed_apps(
     credentials = _mixed_apps(AGES)
     in_alarm, seen = _simulate_expiry_alarm(template, credentials)
     assert in_alarm == []
-    minima = _healthy_minima(_due_rule(template))
+    floor = _healthy_minimum(_due_rule(template))
     # After the first hour (when the initial ages have been renewed away) every run sees at
     # least the healthy minimum of the credential's type, give or take a run's lateness.
     for credential in credentials:
         steady = [left for at, left in seen[credential.name] if at > 3600]
-        floor = minima["stable" if credential.stable else "classic"]
         assert min(steady) >= floor - 30, credential.name
 
 
@@ -1010,19 +1021,16 @@ def test_expiry_alarm_fires_soon_after_the_schedule_stops(template: dict[str, An
     first = in_alarm[0]
     window = template["Parameters"]["ExpiryAlarmWindowMinutes"]["Default"]
     assert first <= stop + (window + 2) * 60
-    # Long before any consumer fails: a quarter of an hour before the first credential
-    # expires (classic ones still have about 50 minutes, stable ones about 16).
-    assert min(c.expires_at for c in credentials) - first >= 15 * 60
-    classic = [c.expires_at for c in credentials if not c.stable]
-    assert min(classic) - first >= 50 * 60
+    # Long before any consumer fails: the first credential still has about 50 minutes.
+    assert min(c.expires_at for c in credentials) - first >= 50 * 60
 
 
-@pytest.mark.parametrize("stable", [False, True])
+@pytest.mark.parametrize("kind", ["classic", "wecom"])
 def test_expiry_alarm_fires_before_a_credential_that_is_not_renewed_expires(
-    template: dict[str, Any], stable: bool
+    template: dict[str, Any], kind: str
 ) -> None:
     credentials = _mixed_apps(AGES)
-    failing = next(c for c in credentials if c.stable is stable)
+    failing = next(c for c in credentials if c.name.startswith(kind))
     failing.renewable_until = 8 * 3600.0
     in_alarm, _ = _simulate_expiry_alarm(template, credentials)
     assert in_alarm, failing.name

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from wechat_token.record import CredentialKey, CredentialRecord, iso
+from wechat_token.record import ACCESS_TOKEN, CredentialKey, CredentialRecord, iso
 
 from .errors import ErrorClass, RefresherError
+from .registry import STABLE
 
 # At most this many failures are named in a summary or an error message; the rest are
 # counted, so that a run over thousands of failing apps still fits one log event.
@@ -64,6 +65,13 @@ class Outcome:
     # The endpoint cannot renew the value before this many seconds (WeCom): its expiry is
     # not a refresher failure, and it is kept out of MinSecondsToExpiry.
     renewable_in: float | None = None
+    # The registry type of the credential's app (stable tokens have their own metric).
+    app_type: str | None = None
+
+    @property
+    def is_stable_token(self) -> bool:
+        """A stable app's access token: renewed in WeChat's last 5 minutes, not earlier."""
+        return self.app_type == STABLE and self.key.kind == ACCESS_TOKEN
 
     @classmethod
     def skipped(

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from wechat_token.record import CredentialRecord
+from wechat_token.record import CredentialRecord, Kind
 
 from .errors import ErrorClass
 from .outcome import Status
@@ -44,7 +44,8 @@ class Rules:
 
     # Renew when less than this much conservative life is left (schedule period + slack).
     renew_below_seconds: float = 3900.0
-    stable_renew_below_seconds: float = 1800.0
+    # A stable token: from when its overlap window opens (Settings.stable_window_opens_below).
+    stable_renew_below_seconds: float = 300.0
     # No trigger rotates a credential younger than this (consumers cache up to 120 s and
     # WeChat keeps only two tokens: a quicker rotation evicts the one they hold).
     min_age_seconds: float = 120.0
@@ -145,6 +146,19 @@ def needs_verdict(record: CredentialRecord, trigger: Trigger, now: float) -> boo
     """Whether WeChat should be asked about the stored token before deciding: a passive
     report on the valid stored token (verify before rotating)."""
     return isinstance(trigger, Passive) and record.is_valid(now) and record.holds(trigger.stale)
+
+
+def needs_force(
+    record: CredentialRecord, trigger: Trigger, *, app_type: str, verdict: Verdict
+) -> bool:
+    """Whether a stable token's fetch must use force_refresh. Normal mode hands out the
+    token WeChat counts as current, and rotates it with an overlap in its last 5 minutes;
+    only a token WeChat itself rejects (a consumer's confirmed report, the scheduled probe)
+    or an operator's explicit force needs a forced rotation, which ends the old one at once.
+    """
+    if app_type != STABLE or not record.has_value or Kind(record.kind).is_ticket:
+        return False
+    return isinstance(trigger, Forced) or verdict is Verdict.REJECTED
 
 
 def is_foreign_rotation(record: CredentialRecord, now: float, verdict: Verdict) -> bool:

@@ -22,7 +22,7 @@ from wechat_token.record import (
     Kind,
     iso,
 )
-from wechat_token.settings import WECHAT_SERVER_SKEW_SECONDS
+from wechat_token.settings import WECHAT_GRACE_SECONDS, WECHAT_SERVER_SKEW_SECONDS
 
 from . import policy
 from .deadline import Deadline, Stopwatch
@@ -239,7 +239,7 @@ class RefreshService:
             outcome = Outcome.failed_with(
                 empty, failure, deadline.now(), self._budget, status=status
             )
-        return replace(outcome, duration_ms=watch.ms())
+        return replace(outcome, duration_ms=watch.ms(), app_type=cred.app.type)
 
     # -- one credential -----------------------------------------------------------------
 
@@ -262,10 +262,10 @@ class RefreshService:
             if foreign:
                 self._warn_foreign(lease.record)
             try:
-                fetched, force = self._fetch(cred, lease, trigger, ticketing, deadline)
-                new = self._new_value(fetched, force, trigger, foreign, ticketing)
+                fetched, force = self._fetch(cred, lease, decision)
+                new = self._new_value(cred, fetched, force, trigger, foreign, ticketing)
                 if fetched.value == lease.record.value:
-                    new = self._handed_out_again(new, fetched)
+                    new = self._handed_out_again(cred, new, fetched, lease.record)
                 stored = lease.commit(new)  # 4. fenced write, 5. releases the lease
             except RefreshError as error:
                 lease.fail(error, deadline.now(), triggered=not isinstance(trigger, Scheduled))
@@ -361,21 +361,17 @@ class RefreshService:
         return record
 
     def _fetch(
-        self,
-        cred: Credential,
-        lease: Lease,
-        trigger: Trigger,
-        ticketing: _Ticketing,
-        deadline: Deadline,
+        self, cred: Credential, lease: Lease, decision: _Decision
     ) -> tuple[FetchedCredential, bool]:
         """One WeChat fetch with bounded retries; every attempt counted first."""
-        force = self._force(cred, lease, deadline.now())
+        trigger, deadline = decision.trigger, decision.deadline
+        force = self._force(cred, lease, decision)
         consumer_cap = self.rules.consumer_daily_cap if isinstance(trigger, Passive) else None
 
         def time_left() -> float:
             return min(deadline.left(), lease.until - deadline.now() - 5.0)
 
-        attempt = partial(self._attempt, cred, lease, force, ticketing, consumer_cap)
+        attempt = partial(self._attempt, cred, lease, force, decision.ticketing, consumer_cap)
         fetched = call_with_retries(
             attempt,
             policy=self._retry,
@@ -385,15 +381,60 @@ class RefreshService:
             rng=self._rng,
             on_retry=partial(self._log_retry, cred.key),
         )
+        if (
+            fetched.value == lease.record.value
+            and cred.app.type == STABLE
+            and not force
+            and self.rules.is_due(lease.record, deadline.now(), STABLE)
+        ):
+            fetched = self._until_rotated(cred, lease, fetched, attempt, time_left)
         if fetched.value == lease.record.value:
             return fetched, force  # handed out again: stored with when it can be renewed
-        if fetched.expires_in <= self.settings.expiry_skew_seconds:
+        margin = self._expiry_margin(cred)
+        if fetched.expires_in <= margin:
             raise GarbledReplyError(
                 f"WeChat {fetched.source} gave app {cred.app.app_id!r} a {cred.kind} that "
-                f"expires in {fetched.expires_in} s, inside the "
-                f"{self.settings.expiry_skew_seconds:.0f} s safety margin; nothing was stored"
+                f"expires in {fetched.expires_in} s, inside the {margin:.0f} s safety "
+                "margin; nothing was stored"
             )
         return fetched, force
+
+    def _until_rotated(
+        self,
+        cred: Credential,
+        lease: Lease,
+        fetched: FetchedCredential,
+        attempt: Callable[[], FetchedCredential],
+        time_left: Callable[[], float],
+    ) -> FetchedCredential:
+        """In its window a stable token may come back unchanged: the answering WeChat
+        server still counts 300 s or more. Ask again ``stable_retry_seconds`` later, up to
+        ``stable_calls_per_run`` calls in all, inside the lease; a failed call ends the
+        polling (the next run asks again) without touching the stored token."""
+        settings = self.settings
+        for _ in range(settings.stable_calls_per_run - 1):
+            if fetched.value != lease.record.value:
+                break
+            if time_left() < settings.stable_retry_seconds + settings.http_timeout_seconds:
+                break
+            self._sleep(settings.stable_retry_seconds)
+            try:
+                fetched = attempt()
+            except RefreshError as error:
+                logger.warning(
+                    "%s: asking again in the stable window failed (%s); the next run asks again",
+                    cred.key,
+                    error.code,
+                )
+                break
+        return fetched
+
+    def _expiry_margin(self, cred: Credential) -> float:
+        """What is taken off WeChat's expires_in before storing: the servers' skew, or for
+        a stable token the smaller margin its overlap window allows."""
+        if cred.app.type == STABLE and not cred.kind.is_ticket:
+            return self.settings.stable_expiry_margin_seconds
+        return self.settings.expiry_skew_seconds
 
     def _attempt(
         self,
@@ -409,47 +450,65 @@ class RefreshService:
             return self.api.fetch_ticket(cred.app, ticketing.token, ticket_type)
         return self.api.fetch_token(cred.app, force=force)
 
-    def _force(self, cred: Credential, lease: Lease, now: float) -> bool:
-        """Whether this stable-token fetch may use force_refresh (WeChat: 20 a day, 30 s apart).
-
-        A stable token only rotates near its expiry unless forced, so the refresher forces
-        when it decided to refresh, within its own daily allowance; past it, the normal call
-        still rotates a token that has under 5 minutes left.
-        """
-        if cred.app.type != STABLE or cred.kind.is_ticket or not lease.record.has_value:
+    def _force(self, cred: Credential, lease: Lease, decision: _Decision) -> bool:
+        """Whether this stable-token fetch uses force_refresh (WeChat: 20 a day, 30 s apart):
+        only where the normal mode cannot help (``policy.needs_force``), within the daily
+        allowance; past it, the normal call still rotates a token WeChat counts as ending."""
+        if not policy.needs_force(
+            lease.record, decision.trigger, app_type=cred.app.type, verdict=decision.verdict
+        ):
             return False
         return lease.reserve_force(
-            now,
+            decision.deadline.now(),
             limit=self.settings.stable_force_daily_limit,
             min_gap=STABLE_FORCE_MIN_GAP_SECONDS,
         )
 
     def _new_value(
         self,
+        cred: Credential,
         fetched: FetchedCredential,
         force: bool,
         trigger: Trigger,
         foreign: bool,
         ticketing: _Ticketing,
     ) -> NewValue:
+        if force:
+            grace = 0.0  # a forced stable rotation ends the old token at once (WeChat's docs)
+        elif cred.app.type == STABLE:
+            grace = WECHAT_GRACE_SECONDS  # the old one is valid until its own expiry
+        else:
+            grace = self.settings.previous_grace_seconds
         return NewValue(
             value=fetched.value,
-            expires_at=fetched.sent_at + fetched.expires_in - self.settings.expiry_skew_seconds,
+            expires_at=fetched.sent_at + fetched.expires_in - self._expiry_margin(cred),
             fetched_at=fetched.sent_at,
             source=fetched.source,
-            # A forced stable rotation ends the old token at once (WeChat's docs).
-            previous_valid_until=fetched.sent_at
-            + (0.0 if force else self.settings.previous_grace_seconds),
+            # Never later than the old token's stored expiry (the fenced write's min).
+            previous_valid_until=fetched.sent_at + grace,
             passive=isinstance(trigger, Passive),
             foreign_rotation=foreign,
             bound_to=ticketing.bound_to,
         )
 
-    @staticmethod
-    def _handed_out_again(new: NewValue, fetched: FetchedCredential) -> NewValue:
-        """WeCom hands out its current token until it expires, so the stored one cannot be
-        renewed early: note when it can, and keep only the servers' skew (not the full
-        margin) off its life, which shortens the gap before the new one."""
+    def _handed_out_again(
+        self, cred: Credential, new: NewValue, fetched: FetchedCredential, stored: CredentialRecord
+    ) -> NewValue:
+        """The endpoint answered with the stored value.
+
+        Stable (in its window): ask again ``stable_retry_seconds`` later; the token keeps
+        its age, and its stored expiry only moves earlier (each reply is one server's view).
+        WeCom hands out its current token until it expires, so it cannot be renewed early:
+        note when it can, and keep only the servers' skew (not the full margin) off its
+        life, which shortens the gap before the new one.
+        """
+        if cred.app.type == STABLE:
+            return replace(
+                new,
+                expires_at=min(new.expires_at, stored.expires_at or new.expires_at),
+                fetched_at=stored.fetched_at or new.fetched_at,
+                renewable_at=fetched.sent_at + self.settings.stable_retry_seconds,
+            )
         ends = fetched.sent_at + fetched.expires_in
         return replace(new, expires_at=ends - WECHAT_SERVER_SKEW_SECONDS, renewable_at=ends)
 

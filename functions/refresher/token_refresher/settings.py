@@ -10,6 +10,7 @@ from wechat_token.settings import (
     SAFE_MAX_CACHE_SECONDS,
     TABLE_ENV,
     WECHAT_DAILY_QUOTA,
+    WECHAT_GRACE_SECONDS,
     Environment,
     env_flag,
     env_int,
@@ -38,9 +39,18 @@ class Settings:
     # then costs consumers nothing, at 1440 / (50 + 1) = 28 token calls per app per day.
     refresh_interval_seconds: float = 120.0
     refresh_slack_seconds: float = 3780.0
-    # Stable tokens only rotate when forced (20 a day) or in their last 5 minutes, so they
-    # are forced when under 1800 s are left: at an age of 85-87 min, 16.6 of the 20 a day.
-    stable_refresh_interval_seconds: float = 1800.0
+    # Stable tokens rotate in WeChat's own overlap window: in normal mode a server that sees
+    # under 300 s left hands out a new token and the old one stays valid until its own
+    # expiry. So they are asked for (never forced) from stable_window_lead_seconds before
+    # that window by the reply that issued them, stable_retry_seconds apart while WeChat
+    # hands out the same token again, at most stable_calls_per_run times per run (the stable
+    # schedule runs every minute), and stored as usable until WeChat's expires_in less
+    # stable_expiry_margin_seconds (README: "Stable tokens", the margins worked out).
+    stable_window_lead_seconds: float = 60.0
+    stable_retry_seconds: float = 20.0
+    stable_calls_per_run: int = 3
+    stable_expiry_margin_seconds: float = 60.0
+    # Forces are kept for what only a force can fix: a token WeChat rejects, an operator.
     stable_force_daily_limit: int = 18
     # Subtracted from WeChat's expires_in (WeChat's servers disagree by 1-2 minutes).
     expiry_skew_seconds: float = 300.0
@@ -134,12 +144,22 @@ class Settings:
     def rules(self) -> Rules:
         return Rules(
             renew_below_seconds=self.refresh_interval_seconds + self.refresh_slack_seconds,
-            stable_renew_below_seconds=self.stable_refresh_interval_seconds,
+            stable_renew_below_seconds=self.stable_window_opens_below,
             min_age_seconds=self.force_min_interval_seconds,
             trigger_spacing_seconds=self.passive_min_interval_seconds,
             max_cooldown_seconds=self.max_cooldown_seconds,
             consumer_daily_cap=self.consumer_cap,
             configuration_hold_seconds=self.configuration_hold_seconds,
+        )
+
+    @property
+    def stable_window_opens_below(self) -> float:
+        """A stable token's stored life left when its window opens: WeChat's 300 s plus the
+        lead, less the margin taken off its stored life (300 s by default)."""
+        return (
+            WECHAT_GRACE_SECONDS
+            + self.stable_window_lead_seconds
+            - (self.stable_expiry_margin_seconds)
         )
 
     def refresh_cost_seconds(self) -> float:
@@ -151,7 +171,11 @@ class Settings:
 _NUMBERS: tuple[tuple[str, str, float, float], ...] = (
     ("refresh_interval_seconds", "REFRESH_INTERVAL_SECONDS", 60, 6000),
     ("refresh_slack_seconds", "REFRESH_SLACK_SECONDS", 0, 6000),
-    ("stable_refresh_interval_seconds", "STABLE_REFRESH_INTERVAL_SECONDS", 60, 5400),
+    ("stable_window_lead_seconds", "STABLE_WINDOW_LEAD_SECONDS", 0, 1800),
+    ("stable_retry_seconds", "STABLE_RETRY_SECONDS", 5, 60),
+    # Below 30 s a consumer could use a token some WeChat server already counts as expired;
+    # above 120 s the record could expire before a healthy rotation (README).
+    ("stable_expiry_margin_seconds", "STABLE_EXPIRY_MARGIN_SECONDS", 30, 120),
     ("expiry_skew_seconds", "EXPIRY_SKEW_SECONDS", 120, 1800),
     ("lease_seconds", "LEASE_SECONDS", 30, 900),
     ("http_timeout_seconds", "WECHAT_HTTP_TIMEOUT_SECONDS", 1, 60),
@@ -161,6 +185,7 @@ _NUMBERS: tuple[tuple[str, str, float, float], ...] = (
 )
 _INTEGERS: tuple[tuple[str, str, int, int], ...] = (
     ("stable_force_daily_limit", "STABLE_FORCE_DAILY_LIMIT", 0, 20),
+    ("stable_calls_per_run", "STABLE_CALLS_PER_RUN", 1, 6),
     ("concurrency", "REFRESH_CONCURRENCY", 1, 256),
     ("max_attempts", "WECHAT_MAX_ATTEMPTS", 1, 10),
 )

@@ -65,21 +65,37 @@ def publish(summary: RunSummary, *, scheduled: bool = True) -> None:
     ]
     if remaining:
         metrics.add_metric("BudgetRemaining", MetricUnit.Count, min(remaining))
+    if not scheduled:
+        return
     least = min_seconds_to_expiry(summary)
-    if least is not None and scheduled:
+    if least is not None:
         metrics.add_metric("MinSecondsToExpiry", MetricUnit.Seconds, least)
+    # Always reported, so that its alarm's missing-data rule only means "not running".
+    stable = min_seconds_to_expiry(summary, stable=True)
+    metrics.add_metric(
+        "MinStableSecondsToExpiry",
+        MetricUnit.Seconds,
+        NO_STABLE_TOKEN_SECONDS if stable is None else stable,
+    )
 
 
-def min_seconds_to_expiry(summary: RunSummary) -> float | None:
-    """The close-to-expiry alarm's metric: the least time left on any credential the run
-    looked at (a failed one without any stored value counts as 0). Credentials whose
-    endpoint cannot renew them earlier (WeCom hands out its token until it expires) are
-    left out: their expiry is no refresher failure."""
-    outcomes = summary.outcomes
+# MinStableSecondsToExpiry when the run looked at no stable app's token: a token's life.
+NO_STABLE_TOKEN_SECONDS = 7200.0
+
+
+def min_seconds_to_expiry(summary: RunSummary, *, stable: bool = False) -> float | None:
+    """A close-to-expiry alarm's metric: the least time left on any credential the run
+    looked at (a failed one without any stored value counts as 0).
+
+    Stable apps' tokens (``stable``) have their own metric: they are renewed in WeChat's
+    last 5 minutes, so a healthy one is down to a few minutes every two hours. Otherwise,
+    credentials whose endpoint cannot renew them earlier (WeCom hands out its token until
+    it expires) are left out: their expiry is no refresher failure."""
+    outcomes = [o for o in summary.outcomes if o.is_stable_token is stable]
     expiries = [
         o.seconds_to_expiry
         for o in outcomes
-        if o.seconds_to_expiry is not None and o.renewable_in is None
+        if o.seconds_to_expiry is not None and (stable or o.renewable_in is None)
     ]
     if any(o.seconds_to_expiry is None and o.failed for o in outcomes):
         expiries.append(0.0)
