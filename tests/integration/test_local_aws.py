@@ -76,6 +76,7 @@ def test_table_keys_match_the_record_schema() -> None:
     assert {(a["AttributeName"], a["AttributeType"]) for a in TABLE_ATTRIBUTE_DEFINITIONS} == {
         (record.PK, "S"),
         (record.SK, "S"),
+        ("component_appid", "S"),  # the component index's key
     }
 
 

@@ -22,6 +22,7 @@ LAYER = Path(__file__).resolve().parents[2] / "layers" / "wechat_token"
 PUBLIC_NAMES = [
     "ACCESS_TOKEN",
     "JSAPI_TICKET",
+    "AuthorizationRevokedError",
     "ConfigurationError",
     "CredentialKey",
     "CredentialRecord",
@@ -96,7 +97,7 @@ def test_every_error_is_a_token_error_and_drawn_in_the_hierarchy() -> None:
         for value in vars(wechat_token.errors).values()
         if isinstance(value, type) and issubclass(value, Exception)
     ]
-    assert len(classes) == 8
+    assert len(classes) == 9
     for cls in classes:
         assert issubclass(cls, wechat_token.TokenError)
         assert cls.__name__ in doc, f"{cls.__name__} missing from the drawn hierarchy"

@@ -868,3 +868,42 @@ def _imported_modules(source: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             names.add(node.module)
     return names
+
+
+# --- authorize ------------------------------------------------------------------------------
+
+
+def test_authorize_reads_the_code_from_stdin_and_never_prints_it() -> None:
+    fake = FakeLambda(SUMMARY)
+    out, err = io.StringIO(), io.StringIO()
+    code = main(
+        ["authorize", "wxcomponent0001", "--function", "refresher"],
+        lambda_client=fake,  # type: ignore[arg-type]
+        env={},
+        stdout=out,
+        stderr=err,
+        stdin=io.StringIO("queryauthcode@@@secret-code\n"),
+    )
+    assert code == 0, err.getvalue()
+    [call] = fake.calls
+    assert json.loads(call["Payload"]) == {
+        "app_id": "wxcomponent0001",
+        "authorization_code": "queryauthcode@@@secret-code",
+    }
+    assert "secret-code" not in out.getvalue() + err.getvalue()
+
+
+def test_authorize_without_a_code_is_a_usage_error_and_invokes_nothing() -> None:
+    fake = FakeLambda(SUMMARY)
+    err = io.StringIO()
+    code = main(
+        ["authorize", "wxcomponent0001", "--function", "refresher"],
+        lambda_client=fake,  # type: ignore[arg-type]
+        env={},
+        stdout=io.StringIO(),
+        stderr=err,
+        stdin=io.StringIO(""),
+    )
+    assert code == 2
+    assert "standard input" in err.getvalue()
+    assert fake.calls == []

@@ -44,6 +44,7 @@ from wechat_token.settings import DEFAULT_CACHE_SECONDS, SAFE_MAX_CACHE_SECONDS
 from local_aws.resources import create_token_table
 from local_aws.static_secrets import StaticSecrets
 from simulator import CLASSIC_TOKEN, ManualClock, WeChatSimulator
+from tests.support import TableWriter
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 SCHEMA_PATH = DOCS / "record.schema.json"
@@ -53,6 +54,7 @@ TABLE = "contract"
 BASE = "http://wechat.sim"
 START = 1_790_000_000.0
 CLASSIC, STABLE, WECOM, BROKEN = "wxcontract0000001", "wxcontract0000002", "ww0c:1000002", "wxbad"
+COMPONENT, MERCHANT, GONE = "wxcontractcomp001", "wxmerchant000001", "wxmerchant000002"
 REGISTRY = {
     CLASSIC: {"secret": "classic-secret", "tickets": ["jsapi", "wx_card"]},
     STABLE: {"type": "stable", "secret": "stable-secret"},
@@ -63,6 +65,12 @@ REGISTRY = {
         "tickets": ["jsapi", "agent_config"],
     },
     BROKEN: {"secret": "not-the-secret"},
+    COMPONENT: {
+        "type": "component",
+        "secret": "component-secret",
+        "token": "message-token",
+        "encoding_aes_key": "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+    },
 }
 
 
@@ -109,9 +117,15 @@ def _written_records() -> dict[str, dict[str, Any]]:
     sim.add_app(STABLE, "stable-secret")
     sim.add_app(BROKEN, "the-real-secret")
     sim.add_wecom_app("ww0c", "1000002", "agent-secret")
+    entry = REGISTRY[COMPONENT]
+    sim.platform.add_component(
+        COMPONENT, entry["secret"], entry["token"], entry["encoding_aes_key"]
+    )
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
         create_token_table(dynamodb, TABLE)
+        kms = boto3.client("kms", region_name="us-east-1")
+        key_id = kms.create_key()["KeyMetadata"]["KeyId"]
         snoop = Snooping(sim.transport())
         service = build_service(
             Settings(
@@ -119,6 +133,7 @@ def _written_records() -> dict[str, dict[str, Any]]:
                 registry_secret_id="apps",
                 wechat_api_base_url=BASE,
                 wecom_api_base_url=BASE,
+                refresh_token_kms_key_id=key_id,
             ),
             dynamodb=dynamodb,
             secrets=StaticSecrets(REGISTRY),  # type: ignore[arg-type]
@@ -126,6 +141,7 @@ def _written_records() -> dict[str, dict[str, Any]]:
             clock=clock.now,
             sleep=lambda _: None,
             rng=random.Random(5),
+            kms=kms,
         )
         w = Writer(sim, clock, service, dynamodb, snoop)
         return _scenario(w)
@@ -172,6 +188,36 @@ def _scenario(w: Writer) -> dict[str, dict[str, Any]]:
     w.sim.clear_faults()
     records["after a failed refresh"] = w.item(CLASSIC)
     assert "leased, mid-refresh" in records, "the snooping transport saw no token request"
+    records.update(_platform_scenario(w))
+    return records
+
+
+def _platform_scenario(w: Writer) -> dict[str, dict[str, Any]]:
+    """A third-party platform's records: tickets pushed, its token, authorizers."""
+    records: dict[str, dict[str, Any]] = {}
+    callback = TableWriter(w.dynamodb, TABLE)
+    for _ in range(2):  # two pushes: the second keeps the first as prior_value
+        ticket = w.sim.platform.current_verify_ticket(COMPONENT)
+        assert ticket is not None
+        callback.store_ticket(COMPONENT, ticket, create_time=w.clock.now())
+        w.later(600)
+    records["verify ticket, pushed twice"] = w.item(COMPONENT, "component_verify_ticket")
+    for merchant in (MERCHANT, GONE):
+        grant = w.sim.platform.authorize(COMPONENT, merchant)
+        callback.store_authorization(
+            COMPONENT, merchant, grant.info_type, create_time=w.clock.now(),
+            code=grant.auth_code, code_expires_at=grant.expires_at,
+        )  # fmt: skip
+    records["authorization event, pending"] = w.item(f"{COMPONENT}:{MERCHANT}", "authorization")
+    w.service.run(Scheduled(types=("component",)))
+    records["component token, reconciled"] = w.item(COMPONENT, "component_access_token")
+    records["authorizer token"] = w.item(f"{COMPONENT}:{MERCHANT}")
+    records["authorization event, processed"] = w.item(f"{COMPONENT}:{MERCHANT}", "authorization")
+    w.later()
+    w.sim.platform.unauthorize(COMPONENT, GONE)
+    callback.store_authorization(COMPONENT, GONE, "unauthorized", create_time=w.clock.now())
+    w.service.run(Scheduled(types=("component",)))
+    records["authorizer, revoked"] = w.item(f"{COMPONENT}:{GONE}")
     return records
 
 
@@ -220,6 +266,12 @@ SCENARIOS = [
     "leased, mid-refresh",
     "after a passive report of a foreign rotation",
     "after a failed refresh",
+    "verify ticket, pushed twice",
+    "authorization event, pending",
+    "component token, reconciled",
+    "authorizer token",
+    "authorization event, processed",
+    "authorizer, revoked",
 ]
 
 

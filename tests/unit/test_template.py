@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from token_refresher.settings import Settings
 
+from local_aws.resources import TABLE_INDEXES, TABLE_TTL_ATTRIBUTE
 from scripts.local_invoke import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +46,7 @@ REFRESHER_ENV = {
     "WECOM_API_BASE_URL",
     "REFRESH_INTERVAL_SECONDS",
     "REFRESH_SLACK_SECONDS",
+    "REFRESH_TOKEN_KMS_KEY_ID",
     "DAILY_CALL_BUDGET",
     "REFRESH_CONCURRENCY",
     "POWERTOOLS_SERVICE_NAME",
@@ -195,10 +197,19 @@ def test_token_table_schema_billing_encryption_and_retention(resources: dict[str
     ]
     assert sorted(props["AttributeDefinitions"], key=lambda a: a["AttributeName"]) == [
         {"AttributeName": "app_id", "AttributeType": "S"},
+        {"AttributeName": "component_appid", "AttributeType": "S"},
         {"AttributeName": "kind", "AttributeType": "S"},
     ]
+    # The same table DynamoDB Local gets (local_aws.resources), index and TTL included.
+    assert props["GlobalSecondaryIndexes"] == [dict(index) for index in TABLE_INDEXES]
+    assert props["TimeToLiveSpecification"] == {
+        "AttributeName": TABLE_TTL_ATTRIBUTE,
+        "Enabled": True,
+    }
     assert props["SSESpecification"]["SSEEnabled"] is True
+    # Authorizers' refresh tokens live only here: recoverable, and never deleted by accident.
     assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert props["DeletionProtectionEnabled"] is True
     # A retained table with a fixed name would make re-creating the stack fail.
     assert "TableName" not in props
 
@@ -390,6 +401,7 @@ def test_refresher_role_is_exactly_its_table_secret_logs_queue_and_traces(
         # No PutItem: every write is a conditional UpdateItem.
         "dynamodb:GetItem": [TABLE_ARN],
         "dynamodb:UpdateItem": [TABLE_ARN],
+        "dynamodb:Query": [{"Fn::Sub": "${TokenTable.Arn}/index/component-index"}],
         "secretsmanager:GetSecretValue": [SECRET_ARN],
         "kms:Decrypt": [KMS_KEY_REF],
         "logs:CreateLogStream": [LOG_GROUP_ARN],
@@ -436,6 +448,7 @@ def test_passive_refresh_role_is_the_refreshers_minus_the_queue(
     assert _grants(statements) == {
         "dynamodb:GetItem": [TABLE_ARN],
         "dynamodb:UpdateItem": [TABLE_ARN],
+        "dynamodb:Query": [{"Fn::Sub": "${TokenTable.Arn}/index/component-index"}],
         "secretsmanager:GetSecretValue": [SECRET_ARN],
         "kms:Decrypt": [KMS_KEY_REF],
         "logs:CreateLogStream": [own_logs],

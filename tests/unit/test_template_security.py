@@ -53,11 +53,15 @@ LEADING_KEYS_OWN_APP = {
 XRAY_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 # The refresher reads and updates single records; nothing that lists, replaces or removes them.
 REFRESHER_DYNAMODB_ACTIONS = {"dynamodb:GetItem", "dynamodb:UpdateItem"}
+COMPONENT_INDEX_ARN = {"Fn::Sub": "${TokenTable.Arn}/index/component-index"}
+REFRESH_TOKEN_KEY_ARN = {"Fn::GetAtt": ["RefreshTokenKey", "Arn"]}
 # The roles that call WeChat (and so read the registry): the refresher's and the passive one's.
 WECHAT_CALLER_ROLES = {
     "RefresherRole": "RefresherFunction",
     "PassiveRefreshRole": "PassiveRefreshFunction",
 }
+# The example consumers (Python and Node.js): each holds the scoped consumer policy.
+EXAMPLE_CONSUMER_ROLES = ("ExampleConsumerFunctionRole", "ExampleConsumerNodeFunctionRole")
 FORBIDDEN_DYNAMODB_ACTIONS = {
     "dynamodb:PutItem",
     "dynamodb:Scan",
@@ -365,7 +369,7 @@ def test_consumers_may_invoke_the_passive_function_only(
     variant: tuple[str, dict[str, Any]],
 ) -> None:
     _, template = variant
-    for owner in ("ConsumerPolicy", "ExampleConsumerFunctionRole"):
+    for owner in ("ConsumerPolicy", *EXAMPLE_CONSUMER_ROLES):
         invoke = _grants_of(template, owner).get("lambda:InvokeFunction")
         assert invoke == [PASSIVE_ARN], owner
     # Nothing but the schedules' roles may invoke the refresher itself.
@@ -389,34 +393,65 @@ def test_refresher_roles_read_and_update_single_records_only(
     for role in WECHAT_CALLER_ROLES:
         grants = _grants_of(template, role)
         dynamodb = {a: r for a, r in grants.items() if a.startswith("dynamodb:")}
+        # Query only on the component index (a platform's authorizers), never the table.
+        assert dynamodb.pop("dynamodb:Query") == [COMPONENT_INDEX_ARN], role
         assert set(dynamodb) == REFRESHER_DYNAMODB_ACTIONS, role
         assert all(resources == [TABLE_ARN] for resources in dynamodb.values())
     for owner, statement in _identity_statements(template):
-        assert not _actions(statement) & FORBIDDEN_DYNAMODB_ACTIONS, owner
+        forbidden = _actions(statement) & FORBIDDEN_DYNAMODB_ACTIONS
+        if forbidden == {"dynamodb:Query"} and owner in WECHAT_CALLER_ROLES:
+            # The refresher finds a platform's authorizers in the component index only.
+            assert _as_list(statement["Resource"]) == [COMPONENT_INDEX_ARN], owner
+            continue
+        assert not forbidden, owner
 
 
 def test_kms_decrypt_only_on_the_optional_table_key_through_dynamodb(
     variant: tuple[str, dict[str, Any]],
 ) -> None:
     _, template = variant
-    decrypters = set()
+    decrypters, sealers = set(), set()
     for owner, statement in _identity_statements(template):
         kms = {a for a in _actions(statement) if a.startswith("kms:")}
         if not kms:
+            continue
+        if _as_list(statement["Resource"]) == [REFRESH_TOKEN_KEY_ARN]:
+            # Authorizers' refresh tokens: the refresher's roles only (RefreshTokenKeyPolicy).
+            assert kms == {"kms:Encrypt", "kms:Decrypt"}, owner
+            sealers.add(owner)
             continue
         decrypters.add(owner)
         assert kms == {"kms:Decrypt"}, owner
         assert _as_list(statement["Resource"]) == [{"Ref": "TableKmsKeyArn"}], owner
         via = statement["Condition"]["StringEquals"]["kms:ViaService"]
         assert via == {"Fn::Sub": "dynamodb.${AWS::Region}.amazonaws.com"}, owner
-    assert decrypters == {*WECHAT_CALLER_ROLES, "ConsumerPolicy", "ExampleConsumerFunctionRole"}
+    assert decrypters == {*WECHAT_CALLER_ROLES, "ConsumerPolicy", *EXAMPLE_CONSUMER_ROLES}
+    assert sealers == {*WECHAT_CALLER_ROLES, "RefreshTokenKeyPolicy"}
 
 
-def test_example_consumer_reads_only_its_own_app(variant: tuple[str, dict[str, Any]]) -> None:
+def test_only_the_refresher_roles_may_use_the_refresh_token_key(
+    variant: tuple[str, dict[str, Any]],
+) -> None:
     _, template = variant
-    statements = [
-        s for owner, s in _identity_statements(template) if owner == "ExampleConsumerFunctionRole"
-    ]
+    key = _resources(template)["RefreshTokenKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    statements = {s["Sid"]: s for s in key["KeyPolicy"]["Statement"]}
+    use = statements["RefresherUsesIt"]
+    assert use["Principal"] == {
+        "AWS": [{"Fn::GetAtt": [role, "Arn"]} for role in WECHAT_CALLER_ROLES]
+    }
+    assert set(use["Action"]) == {"kms:Encrypt", "kms:Decrypt"}
+    admin = statements["AccountAdministers"]
+    assert not any(a in ("kms:Encrypt", "kms:Decrypt", "kms:*") for a in admin["Action"])
+    assert not any("Decrypt" in a or "Encrypt" in a for a in admin["Action"])
+
+
+@pytest.mark.parametrize("role", EXAMPLE_CONSUMER_ROLES)
+def test_example_consumer_reads_only_its_own_app(
+    variant: tuple[str, dict[str, Any]], role: str
+) -> None:
+    _, template = variant
+    statements = [s for owner, s in _identity_statements(template) if owner == role]
     dynamodb = [s for s in statements if any(a.startswith("dynamodb:") for a in _actions(s))]
     assert dynamodb
     for statement in dynamodb:
@@ -469,7 +504,7 @@ def test_synthesized_roles_are_the_expected_ones(synthesized: dict[str, Any]) ->
     assert set(roles) == {
         "RefresherRole",
         "PassiveRefreshRole",
-        "ExampleConsumerFunctionRole",
+        *EXAMPLE_CONSUMER_ROLES,
         "RefresherFunctionScheduledRefreshRole",
         "RefresherFunctionStableScheduledRefreshRole",
     }
@@ -482,13 +517,12 @@ def test_synthesized_roles_are_the_expected_ones(synthesized: dict[str, Any]) ->
             "lambda:InvokeFunction": [{"Fn::GetAtt": ["RefresherFunction", "Arn"]}],
             "sqs:SendMessage": [{"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}],
         }
-    consumer = {
-        name
-        for name, _ in _managed_policy_names(
-            roles["ExampleConsumerFunctionRole"]["Properties"]["ManagedPolicyArns"]
-        )
-    }
-    assert consumer <= ALLOWED_MANAGED_POLICIES - {VPC_POLICY}
+    for role in EXAMPLE_CONSUMER_ROLES:
+        consumer = {
+            name
+            for name, _ in _managed_policy_names(roles[role]["Properties"]["ManagedPolicyArns"])
+        }
+        assert consumer <= ALLOWED_MANAGED_POLICIES - {VPC_POLICY}, role
     # SAM added nothing to the refresher's own roles.
     functions = _of_type(synthesized, "AWS::Lambda::Function")
     for role, function in WECHAT_CALLER_ROLES.items():
@@ -511,7 +545,12 @@ def test_resource_policies_name_principals_and_this_account(
         assert statement["Effect"] == "Allow", owner
         principal = statement["Principal"]
         assert principal not in ("*", {"AWS": "*"}), owner
-        if "AWS" in principal:
+        if "AWS" in principal and statement.get("Sid") == "RefresherUsesIt":
+            # RefreshTokenKey: the refresher's two roles by ARN, nobody else.
+            assert owner == "RefreshTokenKey", owner
+            roles = [{"Fn::GetAtt": [role, "Arn"]} for role in WECHAT_CALLER_ROLES]
+            assert principal == {"AWS": roles}, owner
+        elif "AWS" in principal:
             # A key policy's administrator statement: this account, through IAM.
             assert principal == {"AWS": own_root}, owner
             assert template["Resources"][owner]["Type"] == "AWS::KMS::Key"

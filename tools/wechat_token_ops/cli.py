@@ -38,9 +38,11 @@ from . import EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE, PROG, clients
 from .errors import OpsError, UsageError
 from .refresh import (
     REFRESHER_ENV,
+    authorize_event,
     failed,
     function_error_message,
     invoke_refresher,
+    invoke_with,
     summary_entries,
 )
 from .render import refresh_text, status_text, use_color
@@ -115,6 +117,23 @@ def _add_refresh(commands: Any) -> None:
     _add_output_options(refresh)
 
 
+def _add_authorize(commands: Any) -> None:
+    authorize = commands.add_parser(
+        "authorize",
+        help="exchange a platform's authorization code obtained elsewhere (code on stdin)",
+        description='Invoke the refresher with {"app_id": COMPONENT, "authorization_code": '
+        "...}: it exchanges the code with api_query_auth at once and stores the merchant's "
+        "token and refresh token. The code is read from standard input, never from an "
+        "argument (arguments end up in shell history and process lists). Exit 0 on success, "
+        "1 if the refresher failed, 2 if it could not be invoked.",
+    )
+    authorize.add_argument("component", metavar="COMPONENT", help="the component appid")
+    authorize.add_argument(
+        "--function", help=f"the refresher's function name or ARN (default: ${REFRESHER_ENV})"
+    )
+    _add_output_options(authorize)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -124,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_status(commands)
     _add_refresh(commands)
+    _add_authorize(commands)
     return parser
 
 
@@ -215,6 +235,37 @@ def _run_refresh(
     return EXIT_OK if ok else EXIT_UNHEALTHY
 
 
+def _run_authorize(
+    args: argparse.Namespace,
+    lambda_client: LambdaClient | None,
+    env: Mapping[str, str],
+    out: TextIO,
+    err: TextIO,
+    stdin: TextIO,
+) -> int:
+    payload = authorize_event(args.component, stdin.readline())
+    function = _setting(
+        args.function,
+        env,
+        REFRESHER_ENV,
+        "the refresher function (the stack output RefresherFunctionName)",
+        "--function",
+    )
+    body, function_error = invoke_with(lambda_client or clients.lambda_client(), function, payload)
+    entries = summary_entries(body)
+    ok = not failed(entries, function_error)
+    if args.json:
+        result: dict[str, Any] = {"function": function, "ok": ok, "credentials": entries}
+        if function_error is not None:
+            result["error"] = function_error_message(body, function_error)
+        print(_dump(result), file=out)
+    elif function_error is not None:
+        print(f"{PROG}: the refresher failed: {function_error_message(body, '')}", file=err)
+    else:
+        print(refresh_text(entries, color=use_color(args.color, out, env)), file=out)
+    return EXIT_OK if ok else EXIT_UNHEALTHY
+
+
 def _exit_code(code: str | int | None) -> int:
     if code is None:
         return EXIT_OK
@@ -236,6 +287,7 @@ def main(
     env: Mapping[str, str] | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    stdin: TextIO | None = None,
 ) -> int:
     """Run the command line; the exit code. Clients, clock, environment and streams are
     injectable for tests."""
@@ -250,6 +302,8 @@ def main(
         if args.command == "status":
             clock = time.time() if now is None else now
             return _run_status(args, dynamodb, clock, environ, out)
+        if args.command == "authorize":
+            return _run_authorize(args, lambda_client, environ, out, err, stdin or sys.stdin)
         return _run_refresh(args, lambda_client, environ, out, err)
     except OpsError as exc:
         print(f"{PROG}: error: {exc}", file=err)

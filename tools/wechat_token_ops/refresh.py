@@ -47,11 +47,26 @@ def force_event(app_id: str, kind: str) -> dict[str, Any]:
     return {"app_id": app_id.strip(), "kind": kind, "force": True}
 
 
+def authorize_event(component: str, code: str) -> dict[str, Any]:
+    """The operator event exchanging an authorization code of a component."""
+    if not component.strip():
+        raise UsageError("authorize needs the component appid (the platform's registry key).")
+    if not code.strip():
+        raise UsageError("no authorization code on standard input.")
+    return {"app_id": component.strip(), "authorization_code": code.strip()}
+
+
 def invoke_refresher(
     client: LambdaClient, function_name: str, app_id: str, kind: str
 ) -> tuple[Any, str | None]:
     """Invoke the refresher synchronously with a forced refresh; ``(body, FunctionError)``."""
-    payload = force_event(app_id, kind)
+    return invoke_with(client, function_name, force_event(app_id, kind))
+
+
+def invoke_with(
+    client: LambdaClient, function_name: str, payload: dict[str, Any]
+) -> tuple[Any, str | None]:
+    """Invoke the refresher synchronously with ``payload``; ``(body, FunctionError)``."""
     try:
         response = client.invoke(
             FunctionName=function_name,

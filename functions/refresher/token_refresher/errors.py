@@ -10,6 +10,7 @@
         ├── WeChatAPIError         WeChat answered an errcode (built by ``wechat_error``)
         │   ├── BusyError              -1: retried with backoff
         │   ├── WeChatConfigError      wrong secret, appid, IP whitelist...: fix, then force
+        │   │   └── RefreshTokenError  61023: an authorizer's refresh token (reconciled)
         │   ├── QuotaError             45009, 45011, 48006: WeChat's own limits
         │   └── UnknownWeChatError     a code wechat-token does not know: not retried
         ├── TransportError         network error, timeout or HTTP 5xx (retried)
@@ -17,7 +18,8 @@
         ├── BudgetExhaustedError   our own daily budget (or the consumers' share) is spent
         ├── DeadlineError          no time left in the run or the lease for another attempt
         ├── StoreConflictError     the fenced write lost: a newer value stands
-        └── NoTokenError           a ticket's access_token is missing or expired
+        └── NoTokenError           a ticket's access_token, a component's verify ticket or an
+                                   authorizer's component token or refresh token is missing
 
 Each ``RefreshError`` class carries its ``error_class``: the metric dimension and the
 ``last_error_class`` attribute come from the class, so they form a fixed set.
@@ -114,6 +116,10 @@ class WeChatConfigError(WeChatAPIError):
     error_class = ErrorClass.CONFIGURATION
 
 
+class RefreshTokenError(WeChatConfigError):
+    """61023: the stored authorizer_refresh_token is no longer valid (reconciliation)."""
+
+
 class QuotaError(WeChatAPIError):
     error_class = ErrorClass.QUOTA
 
@@ -199,6 +205,33 @@ _WECHAT_ERRORS: dict[int, tuple[type[WeChatAPIError], str]] = {
     ),
     89506: (WeChatConfigError, "this IP is blocked for 24 hours by the app's administrator"),
     89507: (WeChatConfigError, "this IP is blocked for 1 hour by the app's administrator"),
+    # Third-party platforms.
+    61003: (
+        WeChatConfigError,
+        "the merchant has not authorized this platform (or revoked it): ask them to authorize "
+        "it again",
+    ),
+    61004: (
+        WeChatConfigError,
+        "the refresher's egress IP is not on the platform's IP whitelist (开放平台 > the "
+        "platform > 开发资料): add the NAT gateway's Elastic IP there",
+    ),
+    61005: (
+        WeChatConfigError,
+        "the component_verify_ticket expired: WeChat's pushes stopped reaching the callback "
+        "(check the 授权事件接收URL); the refresher asked WeChat to restart them",
+    ),
+    61006: (
+        WeChatConfigError,
+        "WeChat does not know the component_verify_ticket: the callback stored a ticket of "
+        "another platform or an old one",
+    ),
+    61011: (WeChatConfigError, "invalid component: check the component appid in the registry"),
+    61023: (
+        RefreshTokenError,
+        "the authorizer_refresh_token is no longer valid: the refresher recovers it with "
+        "api_get_authorizer_list",
+    ),
 }
 _UNKNOWN = (UnknownWeChatError, "an error wechat-token does not know; not retried")
 

@@ -33,6 +33,7 @@ class Status(StrEnum):
     CONSUMER_CAP = "consumer_cap"  # consumers' daily share of WeChat calls is spent
     CONFIGURATION_HOLD = "configuration_hold"  # a configuration error, not repeated yet
     DEADLINE = "deadline"  # the run's time ran out before this credential started
+    REVOKED = "revoked"  # the merchant revoked the platform's authorization: not refreshed
     FAILED = "failed"
 
     @property

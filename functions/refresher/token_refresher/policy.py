@@ -98,6 +98,8 @@ def skip(
     ``bound_to``: for a ticket, the fingerprint of the current access token;
     ``verdict``: what WeChat answered about the stored token, where it was asked.
     """
+    if record.is_revoked:
+        return Status.REVOKED  # nothing to refresh until the merchant authorizes again
     match trigger:
         case Passive():
             return _skip_passive(record, trigger, now, rules, verdict)

@@ -6,8 +6,14 @@ consumers ask for:
     {
       "wx1234567890abcdef": {"secret": "..."},
       "wxabcdef1234567890": {"type": "stable", "secret": "..."},
-      "ww0123456789:1000002": {"type": "wecom", "corpid": "ww0123456789", "secret": "..."}
+      "ww0123456789:1000002": {"type": "wecom", "corpid": "ww0123456789", "secret": "..."},
+      "wxcomponent000001": {"type": "component", "secret": "...", "token": "...",
+                            "encoding_aes_key": "<43 characters>"}
     }
+
+A ``component`` entry is a third-party platform: its component_appsecret, and the message
+token and EncodingAESKey its push callback verifies and decrypts with. Its authorizers are
+not listed here: they come and go with the merchants' authorizations (DynamoDB).
 
 A bad entry fails that entry alone (``Registry.invalid``, by key, never the secret); two
 entries for one WeChat app (same type and appid, or same corpid and secret) would evict each
@@ -40,9 +46,16 @@ logger = logging.getLogger("wechat_token.refresher")
 CLASSIC = "classic"
 STABLE = "stable"
 WECOM = "wecom"
-TYPES = (CLASSIC, STABLE, WECOM)
+COMPONENT = "component"
+TYPES = (CLASSIC, STABLE, WECOM, COMPONENT)
+# Not a registry type: an authorizer of a component, known from DynamoDB.
+AUTHORIZER = "authorizer"
 _KEY = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
-_ENTRY_KEYS = {"type", "secret", "appid", "corpid", "agentid", "tickets", "enabled"}
+_ENTRY_KEYS = {
+    "type", "secret", "appid", "corpid", "agentid", "tickets", "enabled", "token",
+    "encoding_aes_key",
+}  # fmt: skip
+_AES_KEY = re.compile(r"^[A-Za-z0-9+/]{43}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +68,22 @@ class AppConfig:
     secret: str = field(repr=False)
     agentid: str | None = None
     tickets: tuple[str, ...] = ()
+    # A component: the push callback's message token and EncodingAESKey.
+    message_token: str | None = field(default=None, repr=False)
+    encoding_aes_key: str | None = field(default=None, repr=False)
+    # An authorizer: its component's registry entry.
+    component: AppConfig | None = None
+
+    @classmethod
+    def authorizer(cls, component: AppConfig, authorizer_appid: str) -> AppConfig:
+        """The credential of one merchant's account, refreshed through ``component``."""
+        return cls(
+            app_id=f"{component.app_id}:{authorizer_appid}",
+            type=AUTHORIZER,
+            appid=authorizer_appid,
+            secret=component.secret,
+            component=component,
+        )
 
     @property
     def identity(self) -> tuple[str, ...]:
@@ -181,6 +210,7 @@ def _parse_entry(app_id: str, entry: Any, source: str) -> AppConfig | None:
     tickets = entry.get("tickets", [])
     if not isinstance(tickets, list) or any(t not in TICKET_TYPES for t in tickets):
         raise RegistryError(f'{where}: "tickets" must be a list drawn from {list(TICKET_TYPES)}.')
+    message_token, aes_key = _component_keys(entry, kind, where)
     return AppConfig(
         app_id=app_id,
         type=kind,
@@ -188,7 +218,30 @@ def _parse_entry(app_id: str, entry: Any, source: str) -> AppConfig | None:
         secret=secret.strip(),
         agentid=None if agentid is None else str(agentid),
         tickets=tuple(tickets),
+        message_token=message_token,
+        encoding_aes_key=aes_key,
     )
+
+
+def _component_keys(entry: dict[str, Any], kind: str, where: str) -> tuple[str | None, str | None]:
+    """A component's message token and EncodingAESKey, checked (never echoed)."""
+    token, aes_key = entry.get("token"), entry.get("encoding_aes_key")
+    if kind != COMPONENT:
+        if token is not None or aes_key is not None:
+            raise RegistryError(f'{where}: "token" and "encoding_aes_key" are for components.')
+        return None, None
+    if not isinstance(token, str) or not token.strip():
+        raise RegistryError(
+            f'{where}: a component needs "token", the message token set on the platform.'
+        )
+    if not isinstance(aes_key, str) or not _AES_KEY.match(aes_key.strip()):
+        raise RegistryError(
+            f'{where}: "encoding_aes_key" must be the 43 letters, digits, + and / of the '
+            "platform's EncodingAESKey."
+        )
+    if entry.get("tickets"):
+        raise RegistryError(f'{where}: a component has no JS-SDK tickets; remove "tickets".')
+    return token.strip(), aes_key.strip()
 
 
 class RegistryLoader:

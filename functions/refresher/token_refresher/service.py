@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Any
 
 from wechat_token.record import (
     ACCESS_TOKEN,
@@ -21,6 +22,7 @@ from wechat_token.record import (
     CredentialRecord,
     Kind,
     iso,
+    wechat_day,
 )
 from wechat_token.settings import WECHAT_GRACE_SECONDS, WECHAT_SERVER_SKEW_SECONDS
 
@@ -35,12 +37,14 @@ from .errors import (
     RefreshError,
 )
 from .outcome import Outcome, RunSummary, Status
+from .platform import Platform
 from .policy import Rules, Verdict
-from .registry import STABLE, AppConfig, Registry, RegistryLoader
+from .refresh_tokens import RefreshTokenCipher
+from .registry import AUTHORIZER, COMPONENT, STABLE, AppConfig, Registry, RegistryLoader
 from .retry import RetryPolicy, call_with_retries
 from .settings import Settings
 from .token_store import Lease, NewValue, TokenStore
-from .triggers import Forced, Passive, Scheduled, Trigger
+from .triggers import Authorize, Forced, Passive, Scheduled, Trigger
 from .wechat_api import FetchedCredential, WeChatTokenAPI
 
 logger = logging.getLogger("wechat_token.refresher")
@@ -113,12 +117,14 @@ class RefreshService:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        refresh_tokens: RefreshTokenCipher | None = None,
     ) -> None:
         self.settings = settings
         self.rules = settings.rules()
         self.store = store
         self.api = api
         self.registry = registry
+        self.platform = Platform(store, api, refresh_tokens, clock)
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -135,13 +141,15 @@ class RefreshService:
 
     # -- entry points ----------------------------------------------------------------
 
-    def run(self, trigger: Trigger, deadline: Deadline | None = None) -> RunSummary:
+    def run(self, trigger: Trigger | Authorize, deadline: Deadline | None = None) -> RunSummary:
         """Refresh what the trigger names; every app is tried even if some fail."""
         deadline = deadline or self.deadline()
         if isinstance(trigger, Passive):
             return self.report(trigger, deadline)
         registry = self.registry.load()
-        if isinstance(trigger, Forced):
+        if isinstance(trigger, Authorize):
+            outcomes = [self._authorized(registry, trigger, deadline)]
+        elif isinstance(trigger, Forced):
             app = self._app(registry, trigger.app_id, operator=True)
             outcomes = self._forced(app, trigger, deadline)
         else:
@@ -186,6 +194,23 @@ class RefreshService:
             )
             return [outcome for batch in batches for outcome in batch]
 
+    def _authorized(self, registry: Registry, trigger: Authorize, deadline: Deadline) -> Outcome:
+        """An operator's authorization code: exchanged now; the authorizer's outcome."""
+        component = self._app(registry, trigger.app_id, operator=True)
+        if component.type != COMPONENT:
+            raise EventError(f"{trigger.app_id!r} is not a component (a third-party platform).")
+        try:
+            authorizer = self.platform.authorize(component, trigger.code, created=deadline.now())
+        except RefreshError as error:
+            record = CredentialRecord(component.app_id, Kind.COMPONENT_ACCESS_TOKEN)
+            return Outcome.failed_with(record, error, deadline.now(), self._budget, calls=1)
+        stored = self.store.read(CredentialKey(authorizer.app_id, ACCESS_TOKEN))
+        return replace(
+            Outcome.skipped(stored, Status.REFRESHED, deadline.now(), self._budget),
+            wechat_calls=1,
+            app_type=AUTHORIZER,
+        )
+
     def _forced(self, app: AppConfig, trigger: Forced, deadline: Deadline) -> list[Outcome]:
         if trigger.kind.is_ticket:
             if trigger.kind.ticket_type not in app.tickets:
@@ -203,8 +228,59 @@ class RefreshService:
 
         Tickets are bound to the token that fetched them: after a forced token refresh they
         get their due check, which renews them because the token they are bound to rotated.
+        A component: its token, then its authorization events, then its authorizers.
         """
+        if app.type == COMPONENT:
+            return self._component_outcomes(app, trigger, deadline)
         return [self._guarded(Credential(app), trigger, deadline), *self._tickets(app, deadline)]
+
+    def _component_outcomes(
+        self, app: AppConfig, trigger: Scheduled | Forced, deadline: Deadline
+    ) -> list[Outcome]:
+        outcomes = [self._guarded(Credential(app, Kind.COMPONENT_ACCESS_TOKEN), trigger, deadline)]
+        for key in self._guard_platform(app, self.platform.pending_events) or []:
+            self._guard_platform(app, partial(self.platform.handle_event, key=key))
+        authorizers = self._guard_platform(app, self.platform.authorizers) or []
+        scheduled = Scheduled()  # an operator's force of a component forces its token only
+        results = self._each(authorizers, scheduled, deadline)
+        # 61023: WeChat refused the refresh token; no_token: none is stored (wiped, lost).
+        lost = [o for o in results if o.error_code in ("61023", "no_token")]
+        if lost or self._reconcile_due(app, deadline.now()):
+            reason = f"{len(lost)} refresh token(s) refused or missing" if lost else "nightly"
+            if self._guard_platform(app, partial(self.platform.reconcile, reason=reason)):
+                retried = {o.app_id for o in lost}
+                again = self._each(
+                    [a for a in authorizers if a.app_id in retried], scheduled, deadline
+                )
+                results = [o for o in results if o.app_id not in retried] + again
+        return outcomes + results
+
+    def _each(self, apps: list[AppConfig], trigger: Scheduled, deadline: Deadline) -> list[Outcome]:
+        """One credential per app (an authorizer's token), with bounded concurrency."""
+        if len(apps) <= 1:
+            return [self._guarded(Credential(app), trigger, deadline) for app in apps]
+        workers = max(1, min(self.settings.concurrency, len(apps)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="authorizer") as pool:
+            return list(pool.map(lambda a: self._guarded(Credential(a), trigger, deadline), apps))
+
+    def _reconcile_due(self, app: AppConfig, now: float) -> bool:
+        """Reconcile once a WeChat day (the first run after midnight UTC+8)."""
+        record = self.store.read(CredentialKey(app.app_id, Kind.COMPONENT_ACCESS_TOKEN))
+        if not record.is_valid(now):
+            return False
+        last = record.reconciled_at
+        return last is None or wechat_day(last) != wechat_day(now)
+
+    def _guard_platform(self, app: AppConfig, step: Callable[..., Any], **kw: Any) -> Any:
+        """A platform step outside any one credential: its failure is logged, the run goes
+        on (the next run tries again)."""
+        try:
+            return step(app, **kw)
+        except RefresherError as error:
+            logger.error("%s: %s", app.app_id, error)
+        except Exception:  # a bug: logged with its traceback
+            logger.exception("%s: unexpected error in a platform step", app.app_id)
+        return None
 
     def _tickets(self, app: AppConfig, deadline: Deadline) -> list[Outcome]:
         return [
@@ -264,6 +340,9 @@ class RefreshService:
             try:
                 fetched, force = self._fetch(cred, lease, decision)
                 new = self._new_value(cred, fetched, force, trigger, foreign, ticketing)
+                if cred.app.type == AUTHORIZER:
+                    copy = self.platform.refresh_token_copy(cred.app.app_id, fetched, lease.record)
+                    new = replace(new, refresh_token=copy)
                 if fetched.value == lease.record.value:
                     new = self._handed_out_again(cred, new, fetched, lease.record)
                 stored = lease.commit(new)  # 4. fenced write, 5. releases the lease
@@ -444,10 +523,17 @@ class RefreshService:
         ticketing: _Ticketing,
         consumer_cap: int | None,
     ) -> FetchedCredential:
-        lease.count_call(self._clock(), self._budget, consumer_cap=consumer_cap)
+        def count() -> None:
+            lease.count_call(self._clock(), self._budget, consumer_cap=consumer_cap)
+
+        count()
         ticket_type = cred.kind.ticket_type
         if ticket_type is not None and ticketing.token is not None:
             return self.api.fetch_ticket(cred.app, ticketing.token, ticket_type)
+        if cred.kind is Kind.COMPONENT_ACCESS_TOKEN:
+            return self.platform.fetch_component_token(cred.app, count)
+        if cred.app.type == AUTHORIZER:
+            return self.platform.fetch_authorizer_token(cred.app, lease.record)
         return self.api.fetch_token(cred.app, force=force)
 
     def _force(self, cred: Credential, lease: Lease, decision: _Decision) -> bool:
@@ -544,6 +630,7 @@ class RefreshService:
             self.settings.probe_stored_tokens
             and isinstance(trigger, Scheduled)
             and not cred.kind.is_ticket
+            and cred.kind is not Kind.COMPONENT_ACCESS_TOKEN  # no business API takes it
             and record.is_valid(now)
             and now - self._probed.get(cred.key, float("-inf"))
             >= self.settings.probe_interval_seconds
@@ -565,6 +652,16 @@ class RefreshService:
     def _app(self, registry: Registry, app_id: str, *, operator: bool) -> AppConfig:
         if app_id in registry:
             return registry[app_id]
+        component_id, _, authorizer = app_id.partition(":")
+        component = registry.apps.get(component_id)
+        if component is not None and component.type == COMPONENT and authorizer:
+            record = self.store.find(CredentialKey(app_id, ACCESS_TOKEN))
+            if record is not None and record.component_appid == component.app_id:
+                return AppConfig.authorizer(component, authorizer)
+            raise EventError(
+                f"{authorizer!r} has not authorized the platform {component_id!r} (no "
+                "authorizer record): the merchant must authorize it first."
+            )
         if app_id in registry.invalid:
             raise EventError(
                 f"App {app_id!r} has an invalid registry entry: {registry.invalid[app_id]}"

@@ -78,6 +78,8 @@ class Settings:
     # Every 300 s: a foreign fetch leaves our token valid for WeChat's 5-minute grace, so
     # it is found about when consumers start failing, at 288 business calls a day.
     probe_interval_seconds: float = 300.0
+    # Third-party platforms: the KMS key authorizers' refresh tokens are encrypted with.
+    refresh_token_kms_key_id: str | None = None
 
     @classmethod
     def from_env(cls, env: Environment | None = None) -> Settings:
@@ -113,6 +115,7 @@ class Settings:
             probe_stored_tokens=env_flag(
                 env, "PROBE_STORED_TOKENS", cls.probe_stored_tokens, error=e
             ),
+            refresh_token_kms_key_id=env.get("REFRESH_TOKEN_KMS_KEY_ID", "").strip() or None,
             **numbers,
             **whole,
         )

@@ -21,8 +21,11 @@ from typing import TYPE_CHECKING, Any, Self
 
 from botocore.exceptions import BotoCoreError, ClientError
 from wechat_token.record import (
+    COMPONENT_INDEX,
     FIELD_NAMES,
+    PK,
     RETIRED_ATTRIBUTES,
+    SK,
     CredentialKey,
     CredentialRecord,
     attribute_value,
@@ -174,6 +177,30 @@ class TokenStore:
             before = replace(before, triggered_at=None)
         return Lease(self, key, owner, until, before or _empty(key))
 
+    def component_items(self, index_key: str) -> list[CredentialKey]:
+        """Every item in the component index under ``index_key`` (a component's appid: its
+        authorizers; ``pending#`` + it: unprocessed authorization events), by query."""
+        keys: list[CredentialKey] = []
+        start: dict[str, Any] | None = None
+        while True:
+            extra = {"ExclusiveStartKey": start} if start else {}
+            response = self._call(
+                "query",
+                CredentialKey(index_key, "component-index"),
+                lambda extra=extra: self._client.query(  # type: ignore[misc]
+                    TableName=self._table,
+                    IndexName=COMPONENT_INDEX,
+                    KeyConditionExpression="component_appid = :c",
+                    ExpressionAttributeValues={":c": {"S": index_key}},
+                    **extra,
+                ),
+            )
+            for item in response.items:
+                keys.append(CredentialKey(item[PK]["S"], item[SK]["S"]))
+            start = response.last_key
+            if not start:
+                return keys
+
     def update(self, key: CredentialKey, update: Update, **extra: Any) -> Written:
         """Run one conditional UpdateItem."""
         return self._call(
@@ -204,15 +231,23 @@ class TokenStore:
                 "TOKEN_TABLE_NAME and the table's region; the stored token was not changed."
             )
         attributes: Any = response.get("Attributes", response.get("Item"))
-        return Written(dict(attributes) if isinstance(attributes, dict) else None, None)
+        return Written(
+            dict(attributes) if isinstance(attributes, dict) else None,
+            None,
+            list(response.get("Items", [])),
+            response.get("LastEvaluatedKey"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """An UpdateItem's answer: the new attributes, or the old item when the condition failed."""
+    """A call's answer: the new attributes (or a query's items), or the old item when the
+    condition failed."""
 
     attributes: dict[str, Any] | None
     old: dict[str, Any] | None
+    items: list[dict[str, Any]] = field(default_factory=list)
+    last_key: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -241,6 +276,25 @@ class NewValue:
     bound_to: str | None = None
     # The endpoint gave the stored value again: it issues no new one before this time.
     renewable_at: float | None = None
+    # An authorizer's token: the refresh token that came with it (KMS ciphertext), written
+    # in the same fenced write so that it is never lost.
+    refresh_token: RefreshTokenCopy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshTokenCopy:
+    """An authorizer's refresh token as stored: KMS ciphertext, fingerprint, issue time."""
+
+    cipher: str = field(repr=False)
+    fingerprint: str
+    issued_at: float
+
+    def attributes(self) -> dict[str, str | float]:
+        return {
+            "refresh_token_cipher": self.cipher,
+            "refresh_token_fp": self.fingerprint,
+            "refresh_token_at": self.issued_at,
+        }
 
 
 class Lease:
@@ -376,6 +430,8 @@ class Lease:
             )
         else:
             update.remove("previous_fingerprint", "previous_valid_until")
+        if new.refresh_token is not None:
+            update.set(**new.refresh_token.attributes())
         if new.passive:
             update.set(passive_at=new.fetched_at)
         if new.foreign_rotation:

@@ -4,6 +4,7 @@
     Forced      an operator: refresh this one credential now
     Passive     a consumer: WeChat rejected the token it read; replace it only if WeChat
                 confirms the stored token is dead
+    Authorize   an operator: exchange a platform's authorization code obtained elsewhere
 
 ``parse_operator_event`` reads ``lambda_handler``'s events (scheduled and forced);
 ``parse_passive_event`` reads ``passive_handler``'s, the only entry point consumers may
@@ -13,7 +14,7 @@ invoke, and refuses anything but a report.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from wechat_token.record import ACCESS_TOKEN, Kind
@@ -55,16 +56,28 @@ class Passive:
         object.__setattr__(self, "kind", Kind(self.kind))
 
 
+@dataclass(frozen=True, slots=True)
+class Authorize:
+    """An operator's authorization code of a component (e.g. from the platform's own
+    redirect page): exchanged at once with api_query_auth. ``repr`` hides the code."""
+
+    app_id: str
+    code: str = field(repr=False)
+
+
 Trigger = Scheduled | Forced | Passive
 
 _PASSIVE_FIELDS = frozenset({"app_id", "kind", "stale_token", "errcode"})
 _KINDS = [str(kind) for kind in Kind]
 
 
-def parse_operator_event(event: Any) -> Scheduled | Forced:
-    """``{}`` or a schedule's input → Scheduled; ``{"app_id", "force": true}`` → Forced."""
+def parse_operator_event(event: Any) -> Scheduled | Forced | Authorize:
+    """``{}`` or a schedule's input → Scheduled; ``{"app_id", "force": true}`` → Forced;
+    ``{"app_id": component, "authorization_code"}`` → Authorize."""
     if event is None:
         return Scheduled()
+    if isinstance(event, Mapping) and "authorization_code" in event:
+        return _authorize(event)
     if not isinstance(event, Mapping):
         raise EventError(
             f"The event must be a JSON object, not {type(event).__name__}: send {{}} for a "
@@ -137,3 +150,16 @@ def _kind(raw: Any) -> Kind:
     if raw not in _KINDS:
         raise EventError(f'"kind" must be one of {_KINDS}, not {raw!r}.')
     return Kind(raw)
+
+
+def _authorize(event: Mapping[str, Any]) -> Authorize:
+    extra = sorted(str(name) for name in set(event) - {"app_id", "authorization_code"})
+    if extra:
+        raise EventError(
+            f'An authorization takes only "app_id" (the component) and "authorization_code"; '
+            f"refused because of {extra}."
+        )
+    code = event.get("authorization_code")
+    if not isinstance(code, str) or not code.strip() or len(code) > 512:
+        raise EventError('"authorization_code" must be the code WeChat gave (a string).')
+    return Authorize(app_id=_app_id(event.get("app_id")), code=code.strip())

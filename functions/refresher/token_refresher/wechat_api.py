@@ -23,12 +23,26 @@ MAX_EXPIRES_IN = 7200
 
 @dataclass(frozen=True, slots=True)
 class FetchedCredential:
-    """A credential WeChat just issued. ``repr`` never shows the value."""
+    """A credential WeChat just issued. ``repr`` never shows the value or refresh token."""
 
     value: str = field(repr=False)
     expires_in: int
     sent_at: float
     source: str
+    # An authorizer's token comes with the refresh token to use next time (maybe new).
+    refresh_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ListedAuthorizer:
+    """One entry of api_get_authorizer_list. ``repr`` never shows the refresh token."""
+
+    authorizer_appid: str
+    refresh_token: str = field(repr=False)
+    auth_time: float
+
+
+COMPONENT_PATH = "/cgi-bin/component/"
 
 
 class WeChatTokenAPI:
@@ -117,6 +131,125 @@ class WeChatTokenAPI:
         reply = self._send(request, app, path, access_token, raise_errcode=False)
         errcode = reply.get("errcode", 0)
         return errcode if isinstance(errcode, int) else -1
+
+    # -- third-party platforms (their component token goes in the query, newer pages call
+    # the parameter access_token, older ones component_access_token: WeChat takes both) --
+
+    def fetch_component_token(self, app: AppConfig, ticket: str) -> FetchedCredential:
+        """One attempt at the component_access_token, with a valid verify ticket."""
+        body = {
+            "component_appid": app.appid,
+            "component_appsecret": app.secret,
+            "component_verify_ticket": ticket,
+        }
+        return self._component_credential(
+            app, "api_component_token", None, body, "component_access_token", ticket
+        )
+
+    def start_push_ticket(self, app: AppConfig) -> None:
+        """Ask WeChat to push a verify ticket again (when none valid is stored)."""
+        body = {"component_appid": app.appid, "component_secret": app.secret}
+        self._component_call(app, "api_start_push_ticket", None, body)
+
+    def query_auth(
+        self, component: AppConfig, component_token: str, code: str
+    ) -> tuple[str, FetchedCredential]:
+        """Exchange an authorization code: (authorizer appid, its token and refresh token)."""
+        body = {"component_appid": component.appid, "authorization_code": code}
+        sent_at = self._clock()
+        reply = self._component_call(component, "api_query_auth", component_token, body, code)
+        info = reply.get("authorization_info")
+        path = COMPONENT_PATH + "api_query_auth"
+        if not isinstance(info, dict) or not isinstance(info.get("authorizer_appid"), str):
+            raise GarbledReplyError(
+                f"WeChat {path} reply for {component.app_id!r} has no authorization_info; "
+                "nothing was stored"
+            )
+        return info["authorizer_appid"], FetchedCredential(
+            value=_value(info, "authorizer_access_token", component, path),
+            expires_in=_expires_in(info, component, path),
+            sent_at=sent_at,
+            source=path,
+            refresh_token=_value(info, "authorizer_refresh_token", component, path),
+        )
+
+    def fetch_authorizer_token(
+        self, authorizer: AppConfig, component_token: str, refresh_token: str
+    ) -> FetchedCredential:
+        """One attempt at an authorizer's token with its refresh token."""
+        component = authorizer.component
+        assert component is not None
+        body = {
+            "component_appid": component.appid,
+            "authorizer_appid": authorizer.appid,
+            "authorizer_refresh_token": refresh_token,
+        }
+        return self._component_credential(
+            authorizer,
+            "api_authorizer_token",
+            component_token,
+            body,
+            "authorizer_access_token",
+            refresh_token,
+        )
+
+    def authorizer_list(
+        self, component: AppConfig, component_token: str, offset: int, count: int = 500
+    ) -> tuple[int, list[ListedAuthorizer]]:
+        """One page of api_get_authorizer_list: (total_count, entries)."""
+        body = {"component_appid": component.appid, "offset": offset, "count": count}
+        reply = self._component_call(component, "api_get_authorizer_list", component_token, body)
+        total, entries = reply.get("total_count"), reply.get("list")
+        path = COMPONENT_PATH + "api_get_authorizer_list"
+        if not isinstance(total, int) or not isinstance(entries, list):
+            raise GarbledReplyError(
+                f"WeChat {path} reply for {component.app_id!r} has no total_count and list"
+            )
+        listed = []
+        for entry in entries:
+            if not isinstance(entry, dict):
+                continue
+            appid, token = entry.get("authorizer_appid"), entry.get("refresh_token")
+            if isinstance(appid, str) and appid and isinstance(token, str) and token:
+                auth_time = entry.get("auth_time")
+                when = float(auth_time) if isinstance(auth_time, int | float) else 0.0
+                listed.append(ListedAuthorizer(appid, token, when))
+        return total, listed
+
+    def _component_call(
+        self,
+        app: AppConfig,
+        name: str,
+        component_token: str | None,
+        body: dict[str, Any],
+        *secrets: str,
+    ) -> dict[str, Any]:
+        path = COMPONENT_PATH + name
+        params = {} if component_token is None else {"component_access_token": component_token}
+        request = self._http.build_request("POST", self._wechat + path, params=params, json=body)
+        hidden = (*secrets, *(() if component_token is None else (component_token,)))
+        return self._send(request, app, path, *hidden)
+
+    def _component_credential(
+        self,
+        app: AppConfig,
+        name: str,
+        component_token: str | None,
+        body: dict[str, Any],
+        field_name: str,
+        *secrets: str,
+    ) -> FetchedCredential:
+        sent_at = self._clock()
+        reply = self._component_call(app, name, component_token, body, *secrets)
+        path = COMPONENT_PATH + name
+        refresh = reply.get("authorizer_refresh_token")
+        return FetchedCredential(
+            value=_value(reply, field_name, app, path),
+            expires_in=_expires_in(reply, app, path),
+            sent_at=sent_at,
+            source=path,
+            refresh_token=refresh if isinstance(refresh, str) and refresh else None,
+        )
 
     def close(self) -> None:
         self._http.close()

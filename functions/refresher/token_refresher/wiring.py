@@ -5,13 +5,14 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import httpx
 from botocore.config import Config
 from wechat_token.redaction import quiet_aws_loggers, quiet_http_loggers
 
+from .refresh_tokens import KmsRefreshTokenCipher
 from .registry import RegistryLoader
 from .service import RefreshService
 from .settings import Settings
@@ -44,11 +45,17 @@ def build_service(
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
+    kms: Any = None,
 ) -> RefreshService:
+    """The service; ``kms`` is a boto3 KMS client (made when a key is configured)."""
     if dynamodb is None or secrets is None:
         session = boto3.session.Session()
         dynamodb = dynamodb or session.client("dynamodb", config=AWS_CONFIG)
         secrets = secrets or session.client("secretsmanager", config=AWS_CONFIG)
+    cipher = None
+    if settings.refresh_token_kms_key_id:
+        kms = kms or boto3.session.Session().client("kms", config=AWS_CONFIG)
+        cipher = KmsRefreshTokenCipher(kms, settings.refresh_token_kms_key_id)
     return RefreshService(
         settings,
         TokenStore(dynamodb, settings.table_name),
@@ -65,4 +72,5 @@ def build_service(
         clock=clock,
         sleep=sleep,
         rng=rng,
+        refresh_tokens=cipher,
     )

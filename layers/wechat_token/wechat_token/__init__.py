@@ -14,6 +14,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    AuthorizationRevokedError,
     ConfigurationError,
     PassiveRefreshError,
     TokenError,
@@ -52,6 +53,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ACCESS_TOKEN",
     "JSAPI_TICKET",
+    "AuthorizationRevokedError",
     "ConfigurationError",
     "CredentialKey",
     "CredentialRecord",

@@ -5,6 +5,7 @@ Our exception hierarchy::
     TokenError                      everything the layer raises
     ├── ConfigurationError          a setting is missing, malformed or unsafe
     ├── TokenNotFoundError          the table holds no usable credential for the app and kind
+    │   └── AuthorizationRevokedError   a platform's authorizer: the merchant revoked it
     ├── TokenExpiredError           the stored credential is past its conservative expiry
     ├── TokenStoreError             the token table could not be read, or holds a damaged record
     ├── PassiveRefreshError         a passive refresh could not be asked for, failed, was
@@ -30,6 +31,12 @@ class ConfigurationError(TokenError):
 
 class TokenNotFoundError(TokenError):
     """The table holds no usable credential for this app and kind."""
+
+
+class AuthorizationRevokedError(TokenNotFoundError):
+    """A third-party platform's authorizer (``"<component_appid>:<authorizer_appid>"``)
+    whose merchant revoked the platform's authorization: there is no token until they
+    authorize it again."""
 
 
 class TokenExpiredError(TokenError):

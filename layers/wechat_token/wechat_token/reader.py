@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from .errors import (
+    AuthorizationRevokedError,
     ConfigurationError,
     TokenError,
     TokenExpiredError,
@@ -232,6 +233,12 @@ class TokenReader:
         if record is not None and record.is_valid(now):
             return self._remember(key, record, now)
         self._forget(key)
+        if record is not None and record.is_revoked:
+            raise AuthorizationRevokedError(
+                f"The merchant revoked the platform's authorization of '{record.app_id}' at "
+                f"{iso(record.revoked_at)}: there is no {key.kind} for it until they "
+                "authorize the platform again (the refresher stopped refreshing it)."
+            )
         if record is None or not record.has_value:
             raise TokenNotFoundError(self._not_found_message(key, record))
         return self._expired(key, record, now)

@@ -34,6 +34,13 @@ class Kind(StrEnum):
     JSAPI_TICKET = "jsapi_ticket"
     WX_CARD_TICKET = "wx_card_ticket"
     AGENT_CONFIG_TICKET = "agent_config_ticket"
+    # Third-party platforms (app_id = the component appid): the ticket WeChat pushes every
+    # 10 minutes, and the component token fetched with it. An authorizer's token is an
+    # ACCESS_TOKEN under app_id "<component_appid>:<authorizer_appid>", beside the pending
+    # AUTHORIZATION event the callback stored for it.
+    COMPONENT_VERIFY_TICKET = "component_verify_ticket"
+    COMPONENT_ACCESS_TOKEN = "component_access_token"
+    AUTHORIZATION = "authorization"
 
     @property
     def ticket_type(self) -> str | None:
@@ -72,6 +79,12 @@ WECHAT_TZ: Final = timezone(timedelta(hours=8), "UTC+8")
 # Key attribute names.
 PK: Final = "app_id"
 SK: Final = "kind"
+# The sparse index of a third-party platform's authorizers (keys only), and the attribute
+# DynamoDB's TTL deletes push nonces by.
+COMPONENT_INDEX: Final = "component-index"
+TTL_ATTRIBUTE: Final = "expires_ttl"
+# Where the callback keeps the push nonces of a component (replay protection).
+NONCE_PREFIX: Final = "push-nonce#"
 
 STRICT_ENV: Final = "WECHAT_TOKEN_STRICT_RECORDS"
 
@@ -142,6 +155,23 @@ class CredentialRecord:
     # Set when the endpoint handed out the stored value again (WeCom hands out the current
     # token until it expires): no new value can be had before this time.
     renewable_at: float | None = None
+    # Third-party platforms. An authorizer's token: its component (the component index's
+    # key), its refresh token (KMS ciphertext only the refresher can decrypt, base64), that
+    # token's fingerprint and when WeChat issued it, and when the merchant revoked the
+    # authorization (then there is no value, and readers say so).
+    component_appid: str | None = None
+    refresh_token_cipher: str | None = field(default=None, repr=False)
+    refresh_token_fp: str | None = None
+    refresh_token_at: float | None = None
+    revoked_at: float | None = None
+    # A verify ticket's or an authorization event's CreateTime (pushes are fenced on it),
+    # the ticket before the current one (for 61006) and its expiry, an event's InfoType.
+    create_time: float | None = None
+    prior_value: str | None = field(default=None, repr=False)
+    prior_expires_at: float | None = None
+    info_type: str | None = None
+    # A component token: when the refresher last reconciled the authorizers with WeChat.
+    reconciled_at: float | None = None
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any], *, strict: bool | None = None) -> CredentialRecord:
@@ -189,6 +219,11 @@ class CredentialRecord:
     @property
     def has_value(self) -> bool:
         return bool(self.value) and self.expires_at is not None
+
+    @property
+    def is_revoked(self) -> bool:
+        """An authorizer whose merchant revoked the platform's authorization."""
+        return self.revoked_at is not None
 
     def is_valid(self, now: float) -> bool:
         """True while the current value may still be used (conservative expiry)."""
