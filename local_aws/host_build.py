@@ -9,20 +9,26 @@ architecture by this interpreter's installed copy of the **same distribution and
 version** (the pure-Python code, the function's own package and every other dependency
 stay exactly as built). A different or missing version is an error naming the fix.
 
-The copy is a build directory ``scripts.local_invoke.invoke(build_dir=...)`` takes.
+The copy is a build directory ``scripts.local_invoke`` takes (``--build-dir``)::
+
+    python -m local_aws.host_build PlatformCallbackFunction --out .aws-sam/host-build
+    python scripts/platform_push_event.py | python scripts/local_invoke.py \\
+        PlatformCallbackFunction -e - --env-vars events/env.json --build-dir .aws-sam/host-build
 """
 
 from __future__ import annotations
 
+import argparse
 import platform
 import shutil
+import sys
 from collections.abc import Iterable, Sequence
 from email.parser import Parser
 from importlib import metadata
 from pathlib import Path
 from typing import Final
 
-__all__ = ["HostBuildError", "foreign_distributions", "host_runnable_build"]
+__all__ = ["HostBuildError", "foreign_distributions", "host_runnable_build", "main"]
 
 # ELF e_machine values (offset 18, little-endian) of the architectures Lambda runs.
 _ELF_MACHINES: Final = {0x3E: "x86_64", 0xB7: "aarch64"}
@@ -119,3 +125,29 @@ def host_runnable_build(build_dir: Path, destination: Path, function_ids: Sequen
         for name, (version, paths) in foreign_distributions(copy).items():
             _replace(copy, name, version, paths)
     return destination
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m local_aws.host_build",
+        description="Copy built functions with their native extensions for this machine.",
+    )
+    parser.add_argument(
+        "function_ids", nargs="+", help="logical ids, e.g. PlatformCallbackFunction"
+    )
+    parser.add_argument("--build-dir", type=Path, default=Path(".aws-sam/build"))
+    parser.add_argument("--out", type=Path, default=Path(".aws-sam/host-build"))
+    args = parser.parse_args(argv)
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    try:
+        host_runnable_build(args.build_dir, args.out, args.function_ids)
+    except HostBuildError as error:
+        print(f"host_build: {error}", file=sys.stderr)
+        return 2
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,7 +11,7 @@ from token_refresher.service import RefreshService
 from token_refresher.settings import Settings
 from token_refresher.triggers import Authorize, Trigger, parse_operator_event, parse_passive_event
 from token_refresher.wiring import build_service
-from wechat_token.record import CredentialKey, Kind
+from wechat_token.record import event_key, ticket_key
 
 from local_aws import dynamodb_client
 from local_aws.static_secrets import SECRET_ID, StaticSecrets
@@ -67,7 +67,7 @@ class TableWriter:
     def store_ticket(self, component: str, ticket: str, *, create_time: float) -> None:
         self.dynamodb.update_item(
             TableName=self.table,
-            Key=CredentialKey(component, Kind.COMPONENT_VERIFY_TICKET).item_key(),
+            Key=ticket_key(component).item_key(),
             UpdateExpression=(
                 "SET prior_value = if_not_exists(#v, :empty), prior_expires_at = "
                 "if_not_exists(expires_at, :zero), #v = :t, expires_at = :e, create_time = :c,"
@@ -108,7 +108,7 @@ class TableWriter:
             expression += " REMOVE #v, expires_at"
         self.dynamodb.update_item(
             TableName=self.table,
-            Key=CredentialKey(f"{component}:{merchant}", Kind.AUTHORIZATION).item_key(),
+            Key=event_key(component, merchant).item_key(),
             UpdateExpression=expression,
             ConditionExpression="attribute_not_exists(create_time) OR create_time < :c",
             ExpressionAttributeNames={"#v": "value"},

@@ -15,6 +15,8 @@ import httpx
 import pytest
 from platform_callback.handler import PushHandler
 from platform_callback.wiring import build_handler
+from token_refresher.platform import pending_index_key
+from token_refresher.token_store import TokenStore
 from wechat_token.record import CredentialRecord
 
 from local_aws import LocalTable, dynamodb_client
@@ -122,7 +124,7 @@ def test_pushes_delivered_over_http_are_stored_and_usable(world: World) -> None:
     )
     first = sim.platform.current_verify_ticket(COMP)
     assert first is not None
-    stored = callback.record(COMP, "component_verify_ticket")
+    stored = callback.record(f"push-ticket#{COMP}", "component_verify_ticket")
     assert stored.value == first
     assert stored.source == "push"
     # What the callback stored is what WeChat's api_component_token takes.
@@ -132,7 +134,7 @@ def test_pushes_delivered_over_http_are_stored_and_usable(world: World) -> None:
     # Ten minutes later WeChat pushes the next ticket; the first one is kept as prior.
     world.clock.advance(600)
     assert [d.ok for d in sim.platform.deliver_due_pushes()] == [True]
-    second = callback.record(COMP, "component_verify_ticket")
+    second = callback.record(f"push-ticket#{COMP}", "component_verify_ticket")
     assert second.value == sim.platform.current_verify_ticket(COMP) != first
     assert (second.prior_value, second.version) == (first, 2)
 
@@ -142,19 +144,19 @@ def test_pushes_delivered_over_http_are_stored_and_usable(world: World) -> None:
     assert [(d.info_type, d.ok) for d in sim.platform.deliver_due_pushes()] == [
         ("authorized", True)
     ]
-    event = callback.record(f"{COMP}:{MERCHANT}", "authorization")
+    event = callback.record(f"push-event#{COMP}:{MERCHANT}", "authorization")
     assert (event.info_type, event.value, event.component_appid) == (
         "authorized",
         grant.auth_code,
-        COMP,
+        f"pending#{COMP}",
     )
-    indexed = callback.table.dynamodb.query(
-        TableName=callback.table.name,
-        IndexName="component-index",
-        KeyConditionExpression="component_appid = :c",
-        ExpressionAttributeValues={":c": {"S": COMP}},
-    )["Items"]
-    assert [i["app_id"]["S"] for i in indexed] == [f"{COMP}:{MERCHANT}"]
+    # Where the refresher looks for unprocessed events (its own query).
+    pending = TokenStore(callback.table.dynamodb, callback.table.name).component_items(
+        pending_index_key(COMP)
+    )
+    assert [(k.app_id, k.kind) for k in pending] == [
+        (f"push-event#{COMP}:{MERCHANT}", "authorization")
+    ]
     exchange = httpx.post(
         f"{base_url}{QUERY_AUTH}",
         params={"component_access_token": token["component_access_token"]},
@@ -163,13 +165,12 @@ def test_pushes_delivered_over_http_are_stored_and_usable(world: World) -> None:
     ).json()
     assert exchange["authorization_info"]["authorizer_appid"] == MERCHANT
 
-    # The merchant revokes it.
-    world.clock.advance(1)
+    # The merchant revokes it, in the same second: the revocation wins the CreateTime tie.
     assert sim.platform.unauthorize(COMP, MERCHANT)
     assert [(d.info_type, d.ok) for d in sim.platform.deliver_due_pushes()] == [
         ("unauthorized", True)
     ]
-    revoked = callback.record(f"{COMP}:{MERCHANT}", "authorization")
+    revoked = callback.record(f"push-event#{COMP}:{MERCHANT}", "authorization")
     assert (revoked.info_type, revoked.value, revoked.expires_at) == ("unauthorized", None, None)
     assert all(request.status == 200 for request in server.requests)
     # One GetSecretValue for the whole story (the cache holds the registry a minute).

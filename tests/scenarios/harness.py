@@ -329,12 +329,15 @@ class Deployment:
         clock: Callable[[], float] | None = None,
         http_timeout: float = 10.0,
         sleep: Callable[[float], None] | None = None,
+        kms: Any = None,
         **settings: Any,
     ) -> RefreshService:
         """A refresher wired like production (its own boto3 and httpx clients, as another
         Lambda instance would have); ``http_timeout`` is httpx's, in real seconds. Its
         writes are mirrored for the consumers (``TableMirror``). Its pauses cost no real
-        time: by default they pass no simulated time either; ``sleep`` decides otherwise."""
+        time: by default they pass no simulated time either; ``sleep`` decides otherwise.
+        ``kms``: the KMS client third-party platforms' refresh tokens are sealed with (with
+        ``refresh_token_kms_key_id=`` a key of it)."""
         service = build_service(
             Settings(
                 table_name=self.table,
@@ -351,6 +354,7 @@ class Deployment:
             clock=clock or self.clock.now,
             sleep=sleep or (lambda _: None),
             rng=random.Random(seed),
+            kms=kms,
         )
         self._closers.append(service.api.close)
         return service

@@ -31,12 +31,16 @@ from platform_callback.handler import PushHandler
 from platform_callback.store import DynamoDBNonceStore, PushStore, ticket_expires_at
 from platform_callback.telemetry import logger as callback_logger
 from platform_callback.wiring import build_handler
+from token_refresher.platform import PENDING_PREFIX, pending_index_key
+from token_refresher.token_store import TokenStore
 from wechat_token.record import (
     COMPONENT_INDEX,
+    EVENT_PREFIX,
     FIELD_NAMES,
     NONCE_PREFIX,
     PK,
     SK,
+    TICKET_PREFIX,
     TTL_ATTRIBUTE,
     CredentialRecord,
     Kind,
@@ -213,8 +217,12 @@ def test_the_constants_are_the_layers_and_the_templates() -> None:
     assert Kind.COMPONENT_VERIFY_TICKET.value == schema.KIND_COMPONENT_VERIFY_TICKET
     assert Kind.AUTHORIZATION.value == schema.KIND_AUTHORIZATION
     assert schema.NONCE_PREFIX == NONCE_PREFIX
+    assert schema.TICKET_PREFIX == TICKET_PREFIX
+    assert schema.EVENT_PREFIX == EVENT_PREFIX
     assert schema.TTL_ATTRIBUTE == TTL_ATTRIBUTE == TABLE_TTL_ATTRIBUTE
     assert schema.COMPONENT_INDEX == COMPONENT_INDEX == LOCAL_COMPONENT_INDEX
+    # Where the refresher looks for unprocessed authorization events.
+    assert schema.PENDING_PREFIX == PENDING_PREFIX
     # Every attribute written is a record field (or a key, or the nonces' TTL).
     assert schema.WRITTEN_ATTRIBUTES - {PK, SK, TTL_ATTRIBUTE} <= FIELD_NAMES
     assert {PK, SK, TTL_ATTRIBUTE} == schema.NONCE_ATTRIBUTES
@@ -226,7 +234,7 @@ def test_the_constants_are_the_layers_and_the_templates() -> None:
 
 def test_a_ticket_push_stores_the_ticket(world: World) -> None:
     assert world.send(world.ticket()) == (200, "success")
-    record = world.record(COMP, "component_verify_ticket")
+    record = world.record(TICKET_PREFIX + COMP, "component_verify_ticket")
     assert record.value == TICKET
     assert record.create_time == NOW
     assert record.expires_at == NOW + 43_200 - 600 == ticket_expires_at(NOW)
@@ -247,7 +255,7 @@ def test_a_newer_ticket_keeps_the_one_it_replaces(world: World) -> None:
     world.send(world.ticket())
     world.clock.now += 600
     assert world.send(world.ticket(TICKET2)) == (200, "success")
-    record = world.record(COMP, "component_verify_ticket")
+    record = world.record(TICKET_PREFIX + COMP, "component_verify_ticket")
     assert record.value == TICKET2
     assert record.create_time == NOW + 600
     assert record.expires_at == NOW + 600 + 42_600
@@ -259,11 +267,11 @@ def test_a_newer_ticket_keeps_the_one_it_replaces(world: World) -> None:
 def test_an_older_push_never_replaces_a_newer_ticket(world: World) -> None:
     world.clock.now += 600
     world.send(world.ticket(TICKET2))
-    before = world.item(COMP, "component_verify_ticket")
+    before = world.item(TICKET_PREFIX + COMP, "component_verify_ticket")
     # Delivered late (a retry, a reordering): fresh timestamp, older CreateTime.
     late = world.ticket(TICKET, create_time=NOW)
     assert world.send(late) == (200, "success")
-    assert world.item(COMP, "component_verify_ticket") == before
+    assert world.item(TICKET_PREFIX + COMP, "component_verify_ticket") == before
 
 
 def test_a_duplicate_push_is_a_no_op_answered_success(world: World, logs: io.StringIO) -> None:
@@ -285,8 +293,8 @@ def test_two_platforms_share_one_url(world: World) -> None:
     world.send(world.ticket())
     other = world.ticket(TICKET2, appid=OTHER, token=OTHER_TOKEN, key=OTHER_KEY)
     assert world.send(other) == (200, "success")
-    assert world.record(COMP, "component_verify_ticket").value == TICKET
-    assert world.record(OTHER, "component_verify_ticket").value == TICKET2
+    assert world.record(TICKET_PREFIX + COMP, "component_verify_ticket").value == TICKET
+    assert world.record(TICKET_PREFIX + OTHER, "component_verify_ticket").value == TICKET2
 
 
 def test_base64_bodies_are_accepted(world: World) -> None:
@@ -294,29 +302,27 @@ def test_base64_bodies_are_accepted(world: World) -> None:
     event["body"] = base64.b64encode(event["body"].encode()).decode()
     event["isBase64Encoded"] = True
     assert world.send(event) == (200, "success")
-    assert world.record(COMP, "component_verify_ticket").value == TICKET
+    assert world.record(TICKET_PREFIX + COMP, "component_verify_ticket").value == TICKET
 
 
 # ------------------------------------------------------------------ authorization events
 
 
 def test_authorization_events_are_stored_for_the_refresher(world: World) -> None:
-    key = f"{COMP}:{AUTHORIZER}"
+    key = f"{EVENT_PREFIX}{COMP}:{AUTHORIZER}"
     granted = authorization_xml(COMP, "authorized", AUTHORIZER, NOW, CODE, NOW + 600)
     assert world.send(world.event(granted)) == (200, "success")
     record = world.record(key, "authorization")
     assert (record.info_type, record.value, record.expires_at) == ("authorized", CODE, NOW + 600)
     assert (record.create_time, record.fetched_at) == (NOW, NOW)
-    assert record.component_appid == COMP
+    # Pending: in the component index under pending#<component>, where the refresher looks
+    # (with its own query: token_refresher's TokenStore.component_items).
+    assert record.component_appid == f"pending#{COMP}" == pending_index_key(COMP)
     assert record.version == 0  # events carry no version: the refresher owns the record
-    # The refresher finds it by a query on the sparse index, never a scan.
-    found = world.dynamodb.query(
-        TableName=TABLE,
-        IndexName="component-index",
-        KeyConditionExpression="component_appid = :c",
-        ExpressionAttributeValues={":c": {"S": COMP}},
-    )["Items"]
-    assert [i["app_id"]["S"] for i in found] == [key]
+    found = TokenStore(world.dynamodb, TABLE).component_items(pending_index_key(COMP))
+    assert [(k.app_id, k.kind) for k in found] == [(key, "authorization")]
+    # Not among the platform's authorizers (those are its tokens, under the plain appid).
+    assert TokenStore(world.dynamodb, TABLE).component_items(COMP) == []
 
     world.clock.now += 60
     changed = authorization_xml(COMP, "updateauthorized", AUTHORIZER, NOW + 60, CODE2, NOW + 660)
@@ -345,6 +351,19 @@ def test_authorization_events_are_stored_for_the_refresher(world: World) -> None
     assert [(i["app_id"]["S"], i["kind"]["S"]) for i in credentials(world.items())] == [
         (key, "authorization")
     ]
+
+
+def test_a_revocation_in_the_same_second_as_a_grant_wins(world: World) -> None:
+    key = f"{EVENT_PREFIX}{COMP}:{AUTHORIZER}"
+    granted = authorization_xml(COMP, "authorized", AUTHORIZER, NOW, CODE, NOW + 600)
+    revoked = authorization_xml(COMP, "unauthorized", AUTHORIZER, NOW)
+    # Either order of delivery ends revoked.
+    world.send(world.event(granted))
+    world.send(world.event(revoked))
+    assert world.record(key, "authorization").info_type == "unauthorized"
+    world.send(world.event(granted))
+    assert world.record(key, "authorization").info_type == "unauthorized"
+    assert world.record(key, "authorization").value is None
 
 
 def test_an_unsupported_info_type_is_answered_success_and_stores_nothing(
@@ -547,7 +566,7 @@ def test_an_unreadable_registry_answers_503_and_a_cached_one_is_kept(world: Worl
     world.monotonic.now += 120
     world.clock.now += 1
     assert world.send(world.ticket(TICKET2, create_time=NOW + 1)) == (200, "success")
-    assert world.record(COMP, "component_verify_ticket").value == TICKET2
+    assert world.record(TICKET_PREFIX + COMP, "component_verify_ticket").value == TICKET2
 
 
 def test_a_current_version_without_json_falls_back_to_the_previous(world: World) -> None:
@@ -593,11 +612,11 @@ def test_a_lost_write_is_made_good_when_wechat_pushes_again(world: World) -> Non
     event = world.ticket()
     first = handler.handle(event)
     assert (first.status, first.body) == (503, "store_unavailable")
-    assert world.item(COMP, "component_verify_ticket") is None
+    assert world.item(TICKET_PREFIX + COMP, "component_verify_ticket") is None
     assert len(nonces(world.items())) == 1  # the nonce was taken
     again = handler.handle(event)  # WeChat's retry: the same push
     assert (again.status, again.body) == (200, "success")
-    assert world.record(COMP, "component_verify_ticket").value == TICKET
+    assert world.record(TICKET_PREFIX + COMP, "component_verify_ticket").value == TICKET
 
 
 def test_a_failing_nonce_write_answers_503_and_stores_nothing(world: World) -> None:
@@ -701,7 +720,7 @@ def test_lambda_handler_answers_a_function_url_event(
         "body": "success",
         "isBase64Encoded": False,
     }
-    assert world.record(COMP, "component_verify_ticket").value == TICKET
+    assert world.record(TICKET_PREFIX + COMP, "component_verify_ticket").value == TICKET
     refused = app.lambda_handler({"body": "x"}, Context())
     assert (refused["statusCode"], refused["body"]) == (400, "missing_parameter")
     [accepted, refusal] = push_lines(logs)

@@ -24,7 +24,14 @@ from token_refresher.settings import Settings
 from token_refresher.triggers import Authorize, Passive, Scheduled
 from token_refresher.wiring import build_service
 from wechat_token import AuthorizationRevokedError, TokenReader
-from wechat_token.record import ACCESS_TOKEN, CredentialKey, CredentialRecord, Kind, fingerprint
+from wechat_token.record import (
+    ACCESS_TOKEN,
+    CredentialKey,
+    CredentialRecord,
+    Kind,
+    event_key,
+    fingerprint,
+)
 
 from local_aws.resources import create_token_table
 from local_aws.static_secrets import StaticSecrets
@@ -177,7 +184,7 @@ def test_an_authorization_is_exchanged_and_the_merchants_token_read_like_any_app
     token = rig.reader().get(app_id(MERCHANTS[0]))
     assert rig.business(token) == 0
     # The event is processed: out of the pending index, code dropped.
-    event = rig.record(app_id(MERCHANTS[0]), Kind.AUTHORIZATION)
+    event = rig.record(event_key(COMP, MERCHANTS[0]).app_id, Kind.AUTHORIZATION)
     assert event.value is None
     assert event.component_appid is None
 
@@ -309,3 +316,19 @@ def test_no_refresh_token_or_code_appears_in_logs_or_outcomes(
     for secret in secrets:
         assert secret
         assert secret not in text
+
+
+def test_the_ticket_push_age_is_reported_and_the_last_good_ticket_kept_when_pushes_stop(
+    rig: Rig,
+) -> None:
+    rig.push_ticket()
+    [component] = rig.run()
+    assert component.ticket_age == 0
+    # Three hours without a push: the component token is still renewed with the old ticket.
+    for _ in range(3):
+        rig.clock.advance(3600)
+        [component] = rig.run()
+    assert component.ticket_age == 3 * 3600
+    rig.clock.advance(3600)
+    [component] = rig.run()
+    assert component.status is Status.REFRESHED, component.error_message

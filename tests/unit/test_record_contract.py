@@ -37,7 +37,9 @@ from wechat_token.record import (
     CredentialKey,
     CredentialRecord,
     Kind,
+    event_key,
     fingerprint,
+    ticket_key,
 )
 from wechat_token.settings import DEFAULT_CACHE_SECONDS, SAFE_MAX_CACHE_SECONDS
 
@@ -201,18 +203,24 @@ def _platform_scenario(w: Writer) -> dict[str, dict[str, Any]]:
         assert ticket is not None
         callback.store_ticket(COMPONENT, ticket, create_time=w.clock.now())
         w.later(600)
-    records["verify ticket, pushed twice"] = w.item(COMPONENT, "component_verify_ticket")
+    records["verify ticket, pushed twice"] = w.item(
+        ticket_key(COMPONENT).app_id, "component_verify_ticket"
+    )
     for merchant in (MERCHANT, GONE):
         grant = w.sim.platform.authorize(COMPONENT, merchant)
         callback.store_authorization(
             COMPONENT, merchant, grant.info_type, create_time=w.clock.now(),
             code=grant.auth_code, code_expires_at=grant.expires_at,
         )  # fmt: skip
-    records["authorization event, pending"] = w.item(f"{COMPONENT}:{MERCHANT}", "authorization")
+    records["authorization event, pending"] = w.item(
+        event_key(COMPONENT, MERCHANT).app_id, "authorization"
+    )
     w.service.run(Scheduled(types=("component",)))
     records["component token, reconciled"] = w.item(COMPONENT, "component_access_token")
     records["authorizer token"] = w.item(f"{COMPONENT}:{MERCHANT}")
-    records["authorization event, processed"] = w.item(f"{COMPONENT}:{MERCHANT}", "authorization")
+    records["authorization event, processed"] = w.item(
+        event_key(COMPONENT, MERCHANT).app_id, "authorization"
+    )
     w.later()
     w.sim.platform.unauthorize(COMPONENT, GONE)
     callback.store_authorization(COMPONENT, GONE, "unauthorized", create_time=w.clock.now())

@@ -573,15 +573,24 @@ def test_nothing_but_the_refresher_roles_may_read_the_secret(resources: dict[str
         if statement["Effect"] == "Allow"
         and any(str(a).startswith("secretsmanager:") for a in _as_list(statement["Action"]))
     }
-    assert readers == set(WECHAT_CALLER_ROLES)
+    # The push callback reads the platforms' message keys (tests/unit/test_template_platform.py).
+    assert readers == {*WECHAT_CALLER_ROLES, "PlatformCallbackRole"}
     # ...and each role belongs to its function alone (the secret's policy names them too).
-    for role, function in WECHAT_CALLER_ROLES.items():
+    for role, function in {
+        **WECHAT_CALLER_ROLES,
+        "PlatformCallbackRole": "PlatformCallbackFunction",
+    }.items():
         role_users = {
             logical_id
             for logical_id, resource in resources.items()
             if f'"{role}"' in json.dumps(resource.get("Properties", {}))
         }
-        assert role_users == {function, "AppRegistrySecretPolicy"}, role
+        # The refresher's roles are also named by the refresh-token key (its key policy and
+        # RefreshTokenKeyPolicy): both are about that key only.
+        key_users = (
+            {"RefreshTokenKey", "RefreshTokenKeyPolicy"} if role in WECHAT_CALLER_ROLES else set()
+        )
+        assert role_users == {function, "AppRegistrySecretPolicy", *key_users}, role
 
 
 def test_the_secret_denies_reading_to_all_but_the_refresher_roles(
@@ -606,6 +615,7 @@ def test_the_secret_denies_reading_to_all_but_the_refresher_roles(
     assert exempt == [
         {"Fn::GetAtt": ["RefresherRole", "Arn"]},
         {"Fn::GetAtt": ["PassiveRefreshRole", "Arn"]},
+        {"Fn::GetAtt": ["PlatformCallbackRole", "Arn"]},
         {"Fn::If": ["HasBreakGlassRole", {"Ref": "BreakGlassRoleArn"}, NO_VALUE]},
     ]
     # The break-glass role is optional and off by default.
@@ -708,6 +718,7 @@ def test_env_file_sets_only_what_each_function_declares(template: dict[str, Any]
         "PassiveRefreshFunction",
         "ExampleConsumerFunction",
         "ExampleConsumerNodeFunction",
+        "PlatformCallbackFunction",
     }
     for logical_id in env_file:
         declared = set(_effective_env(template, logical_id))
@@ -783,6 +794,7 @@ ALARMS = {
     "ScheduleDeadLetterQueueAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
     "TokenCloseToExpiryAlarm": (METRICS_NAMESPACE, "MinSecondsToExpiry"),
     "StableTokenCloseToExpiryAlarm": (METRICS_NAMESPACE, "MinStableSecondsToExpiry"),
+    "TicketPushMissingAlarm": (METRICS_NAMESPACE, "MaxSecondsSinceTicketPush"),
     "BudgetNearlySpentAlarm": (METRICS_NAMESPACE, "BudgetRemaining"),
     "ForeignRotationAlarm": (METRICS_NAMESPACE, "ForeignRotation"),
     "RegistryFallbackAlarm": (METRICS_NAMESPACE, "RegistryFallback"),

@@ -60,6 +60,9 @@ WECHAT_CALLER_ROLES = {
     "RefresherRole": "RefresherFunction",
     "PassiveRefreshRole": "PassiveRefreshFunction",
 }
+# The push callback (third-party platforms): reads the registry for the platforms' message keys,
+# writes push nonces (its only PutItem) and pushes; tests/unit/test_template_platform.py.
+PUSH_CALLBACK_ROLE = "PlatformCallbackRole"
 # The example consumers (Python and Node.js): each holds the scoped consumer policy.
 EXAMPLE_CONSUMER_ROLES = ("ExampleConsumerFunctionRole", "ExampleConsumerNodeFunctionRole")
 FORBIDDEN_DYNAMODB_ACTIONS = {
@@ -325,8 +328,11 @@ def test_only_the_refresher_roles_read_the_secret(variant: tuple[str, dict[str, 
         for owner, statement in _identity_statements(template)
         if any(action.startswith("secretsmanager:") for action in _actions(statement))
     }
-    assert readers == set(WECHAT_CALLER_ROLES)
-    for role, function in WECHAT_CALLER_ROLES.items():
+    assert readers == {*WECHAT_CALLER_ROLES, PUSH_CALLBACK_ROLE}
+    for role, function in {
+        **WECHAT_CALLER_ROLES,
+        PUSH_CALLBACK_ROLE: "PlatformCallbackFunction",
+    }.items():
         grants = _grants_of(template, role)
         secret_grants = {a: r for a, r in grants.items() if a.startswith("secretsmanager:")}
         assert secret_grants == {"secretsmanager:GetSecretValue": [SECRET_REF]}
@@ -360,9 +366,9 @@ def test_the_secret_policy_denies_reading_to_everyone_else(
     assert operator in ("ArnNotEquals", "StringNotEquals")
     exempt = keys["aws:PrincipalArn"]
     assert exempt[:2] == [{"Fn::GetAtt": [role, "Arn"]} for role in WECHAT_CALLER_ROLES]
-    # The only other exemption is the optional break-glass role.
+    # The only other exemptions are the push callback's role and the optional break-glass role.
     break_glass = {"Fn::If": ["HasBreakGlassRole", {"Ref": "BreakGlassRoleArn"}, NO_VALUE]}
-    assert exempt[2:] == [break_glass]
+    assert exempt[2:] == [{"Fn::GetAtt": [PUSH_CALLBACK_ROLE, "Arn"]}, break_glass]
 
 
 def test_consumers_may_invoke_the_passive_function_only(
@@ -403,6 +409,11 @@ def test_refresher_roles_read_and_update_single_records_only(
             # The refresher finds a platform's authorizers in the component index only.
             assert _as_list(statement["Resource"]) == [COMPONENT_INDEX_ARN], owner
             continue
+        if forbidden == {"dynamodb:PutItem"} and owner == PUSH_CALLBACK_ROLE:
+            # Its only PutItem: push nonces, under push-nonce# (test_template_platform.py).
+            leading = statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+            assert leading == ["push-nonce#*"], owner
+            continue
         assert not forbidden, owner
 
 
@@ -425,7 +436,12 @@ def test_kms_decrypt_only_on_the_optional_table_key_through_dynamodb(
         assert _as_list(statement["Resource"]) == [{"Ref": "TableKmsKeyArn"}], owner
         via = statement["Condition"]["StringEquals"]["kms:ViaService"]
         assert via == {"Fn::Sub": "dynamodb.${AWS::Region}.amazonaws.com"}, owner
-    assert decrypters == {*WECHAT_CALLER_ROLES, "ConsumerPolicy", *EXAMPLE_CONSUMER_ROLES}
+    assert decrypters == {
+        *WECHAT_CALLER_ROLES,
+        PUSH_CALLBACK_ROLE,
+        "ConsumerPolicy",
+        *EXAMPLE_CONSUMER_ROLES,
+    }
     assert sealers == {*WECHAT_CALLER_ROLES, "RefreshTokenKeyPolicy"}
 
 
@@ -504,6 +520,7 @@ def test_synthesized_roles_are_the_expected_ones(synthesized: dict[str, Any]) ->
     assert set(roles) == {
         "RefresherRole",
         "PassiveRefreshRole",
+        PUSH_CALLBACK_ROLE,
         *EXAMPLE_CONSUMER_ROLES,
         "RefresherFunctionScheduledRefreshRole",
         "RefresherFunctionStableScheduledRefreshRole",

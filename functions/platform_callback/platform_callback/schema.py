@@ -23,15 +23,18 @@ __all__ = [
     "ATTR_VALUE",
     "ATTR_VERSION",
     "COMPONENT_INDEX",
+    "EVENT_PREFIX",
     "KIND_AUTHORIZATION",
     "KIND_COMPONENT_VERIFY_TICKET",
     "NONCE_ATTRIBUTES",
     "NONCE_PREFIX",
     "NONCE_RETENTION_SECONDS",
+    "PENDING_PREFIX",
     "PK",
     "PUSH_SOURCE",
     "SK",
     "TICKET_LIFETIME_SECONDS",
+    "TICKET_PREFIX",
     "TICKET_SAFETY_SECONDS",
     "TTL_ATTRIBUTE",
     "WRITTEN_ATTRIBUTES",
@@ -41,8 +44,12 @@ __all__ = [
 PK: Final = "app_id"
 SK: Final = "kind"
 
-# Record kinds (wechat_token.record.Kind): the verify ticket lives under the component
-# appid; an authorization event under "<component_appid>:<authorizer_appid>".
+# Record kinds (wechat_token.record.Kind): the verify ticket lives under
+# "push-ticket#<component_appid>", an authorization event under
+# "push-event#<component_appid>:<authorizer_appid>" (wechat_token.record's prefixes): the
+# callback's role may write only there and under push-nonce# (dynamodb:LeadingKeys).
+TICKET_PREFIX: Final = "push-ticket#"
+EVENT_PREFIX: Final = "push-event#"
 KIND_COMPONENT_VERIFY_TICKET: Final = "component_verify_ticket"
 KIND_AUTHORIZATION: Final = "authorization"
 
@@ -54,8 +61,12 @@ TTL_ATTRIBUTE: Final = "expires_ttl"
 # caught for as long as its timestamp would be accepted.
 NONCE_RETENTION_SECONDS: Final = 900
 
-# The sparse index the authorization events enter through their component_appid.
+# The sparse index the authorization events enter through their component_appid. An
+# unprocessed event carries "pending#<component_appid>" there (the refresher queries that key
+# and removes the attribute once it has acted on the event; an authorizer's token carries
+# the plain component appid): token_refresher.platform.PENDING_PREFIX, docs/record.md.
 COMPONENT_INDEX: Final = "component-index"
+PENDING_PREFIX: Final = "pending#"
 
 # CredentialRecord fields the callback sets.
 ATTR_VALUE: Final = "value"

@@ -1,6 +1,6 @@
 """The callback's writes to the token table, and nothing else: no read of any record.
 
-Exactly three kinds of write (``docs``: README, "Third-party platforms"):
+Exactly three kinds of write:
 
 - a push's nonce (replay protection), :class:`DynamoDBNonceStore`: one conditional
   ``PutItem`` of ``(push-nonce#<component_appid>, <timestamp>:<nonce>)`` that DynamoDB's
@@ -9,13 +9,17 @@ Exactly three kinds of write (``docs``: README, "Third-party platforms"):
   ``(<component_appid>, component_verify_ticket)``, keeping the ticket it replaces as
   ``prior_value`` (the refresher's answer to 61006);
 - an authorization event: one ``UpdateItem`` of
-  ``(<component_appid>:<authorizer_appid>, authorization)`` carrying ``component_appid``,
-  which puts it into the sparse ``component-index`` where the refresher finds it.
+  ``(<component_appid>:<authorizer_appid>, authorization)`` carrying ``component_appid``
+  ``pending#<component_appid>``, which puts it into the sparse ``component-index`` where
+  the refresher finds it (and whence it removes it once it has acted on the event).
 
 Ticket and event writes are fenced on WeChat's ``CreateTime``: an older push never
 replaces a newer one and a duplicate changes nothing (the condition fails, which is not an
-error). So a write may be repeated safely: the handler repeats it for a push it has seen
-before, in case the first attempt was lost after the nonce was taken.
+error); of two events of one authorizer in the same second, the revocation wins. So a
+write may be repeated safely: the handler repeats it for a push it has seen before, in
+case the first attempt was lost after the nonce was taken.
+
+The docs: README, "Third-party platforms".
 
 Errors are :class:`~platform_callback.errors.StoreUnavailable` with the operation and
 DynamoDB's error code only.
@@ -43,14 +47,17 @@ from platform_callback.schema import (
     ATTR_SOURCE,
     ATTR_VALUE,
     ATTR_VERSION,
+    EVENT_PREFIX,
     KIND_AUTHORIZATION,
     KIND_COMPONENT_VERIFY_TICKET,
     NONCE_PREFIX,
     NONCE_RETENTION_SECONDS,
+    PENDING_PREFIX,
     PK,
     PUSH_SOURCE,
     SK,
     TICKET_LIFETIME_SECONDS,
+    TICKET_PREFIX,
     TICKET_SAFETY_SECONDS,
     TTL_ATTRIBUTE,
 )
@@ -64,7 +71,9 @@ __all__ = [
     "PushStore",
     "authorization_key",
     "nonce_key",
+    "pending_index_key",
     "ticket_expires_at",
+    "ticket_key",
 ]
 
 _CONDITION_FAILED: Final = "ConditionalCheckFailedException"
@@ -72,6 +81,13 @@ InfoType = Literal["authorized", "updateauthorized", "unauthorized"]
 
 # Fenced on WeChat's CreateTime: a first write, or a strictly newer push.
 _NEWER_PUSH: Final = "attribute_not_exists(#create_time) OR #create_time < :create_time"
+# CreateTime has a resolution of one second, so two events of one authorizer can carry the
+# same; their order is then unknown, and a revocation wins the tie (it stops the refresher
+# using the authorizer's tokens; a grant it hid is pushed again when the merchant retries).
+_NEWER_EVENT: Final = (
+    f"{_NEWER_PUSH} OR (#create_time = :create_time AND :info_type = :revoked "
+    "AND #info_type <> :revoked)"
+)
 
 # prior_* keep the ticket this one replaces: the condition guarantees the new ticket is
 # newer, so the stored one is the current one until now ("" / 0: there was none).
@@ -116,7 +132,17 @@ def nonce_key(component_appid: str, nonce: str, timestamp: int) -> tuple[str, st
 
 def authorization_key(component_appid: str, authorizer_appid: str) -> tuple[str, str]:
     """(app_id, kind) of an authorizer's pending authorization event."""
-    return f"{component_appid}:{authorizer_appid}", KIND_AUTHORIZATION
+    return f"{EVENT_PREFIX}{component_appid}:{authorizer_appid}", KIND_AUTHORIZATION
+
+
+def ticket_key(component_appid: str) -> tuple[str, str]:
+    """(app_id, kind) of a component's verify ticket."""
+    return f"{TICKET_PREFIX}{component_appid}", KIND_COMPONENT_VERIFY_TICKET
+
+
+def pending_index_key(component_appid: str) -> str:
+    """The component index key of a platform's unprocessed authorization events."""
+    return f"{PENDING_PREFIX}{component_appid}"
 
 
 def ticket_expires_at(create_time: int) -> int:
@@ -206,7 +232,7 @@ class PushStore:
         this push or a newer one (fenced on CreateTime: nothing changed)."""
         if isinstance(push, VerifyTicket):
             return self._update(
-                (push.component_appid, KIND_COMPONENT_VERIFY_TICKET),
+                ticket_key(push.component_appid),
                 _TICKET_UPDATE,
                 _TICKET_NAMES,
                 {
@@ -224,7 +250,8 @@ class PushStore:
             ":info_type": _s(_info_type(push)),
             ":create_time": _n(push.create_time),
             ":now": _n(now),
-            ":component_appid": _s(push.component_appid),
+            ":component_appid": _s(pending_index_key(push.component_appid)),
+            ":revoked": _s("unauthorized"),
         }
         if isinstance(push, Unauthorized):
             expression = _REVOKE_UPDATE
@@ -237,6 +264,7 @@ class PushStore:
             expression,
             dict(_EVENT_NAMES),
             values,
+            condition=_NEWER_EVENT,
         )
 
     def _update(
@@ -245,6 +273,8 @@ class PushStore:
         expression: str,
         names: dict[str, str],
         values: dict[str, AttributeValueTypeDef],
+        *,
+        condition: str = _NEWER_PUSH,
     ) -> bool:
         failure: str | None = None
         try:
@@ -252,7 +282,7 @@ class PushStore:
                 TableName=self._table,
                 Key={PK: _s(key[0]), SK: _s(key[1])},
                 UpdateExpression=expression,
-                ConditionExpression=_NEWER_PUSH,
+                ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
             )

@@ -68,6 +68,8 @@ class Outcome:
     renewable_in: float | None = None
     # The registry type of the credential's app (stable tokens have their own metric).
     app_type: str | None = None
+    # A component token's outcome: seconds since WeChat's last verify-ticket push arrived.
+    ticket_age: float | None = None
 
     @property
     def is_stable_token(self) -> bool:

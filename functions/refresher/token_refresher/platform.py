@@ -20,7 +20,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from wechat_token.record import ACCESS_TOKEN, CredentialKey, CredentialRecord, Kind, fingerprint
+from wechat_token.record import (
+    ACCESS_TOKEN,
+    EVENT_PREFIX,
+    CredentialKey,
+    CredentialRecord,
+    Kind,
+    fingerprint,
+    ticket_key,
+)
 
 from .errors import NoTokenError, RefreshError
 from .refresh_tokens import RefreshTokenCipher
@@ -88,7 +96,7 @@ class Platform:
 
     def tickets(self, component: AppConfig, now: float) -> list[str]:
         """The valid verify tickets, newest first: the current one and the one before."""
-        record = self.store.read(CredentialKey(component.app_id, Kind.COMPONENT_VERIFY_TICKET))
+        record = self.store.read(ticket_key(component.app_id))
         tickets = []
         if record.value and record.is_valid(now):
             tickets.append(record.value)
@@ -167,17 +175,18 @@ class Platform:
         ]
 
     def pending_events(self, component: AppConfig) -> list[CredentialKey]:
+        prefix = f"{EVENT_PREFIX}{component.app_id}:"
         return [
             key
             for key in self.store.component_items(pending_index_key(component.app_id))
-            if key.kind == Kind.AUTHORIZATION
+            if key.kind == Kind.AUTHORIZATION and key.app_id.startswith(prefix)
         ]
 
     def handle_event(self, component: AppConfig, key: CredentialKey) -> str:
         """Act on one stored authorization event; what happened, in a few words."""
         event = self.store.read(key)
         now = self._clock()
-        authorizer = AppConfig.authorizer(component, key.app_id.split(":", 1)[1])
+        authorizer = AppConfig.authorizer(component, key.app_id.rsplit(":", 1)[1])
         created = event.create_time or 0.0
         if event.info_type == UNAUTHORIZED:
             self._retire(authorizer, created, now)

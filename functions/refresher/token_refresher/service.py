@@ -22,6 +22,7 @@ from wechat_token.record import (
     CredentialRecord,
     Kind,
     iso,
+    ticket_key,
     wechat_day,
 )
 from wechat_token.settings import WECHAT_GRACE_SECONDS, WECHAT_SERVER_SKEW_SECONDS
@@ -56,6 +57,8 @@ CONFIRM_PAUSE_SECONDS = 1.0
 # A passive report WeChat contradicted is answered from memory for this long.
 ACCEPTED_MEMORY_SECONDS = 30.0
 LEASE_POLL_SECONDS = 2.0
+# A verify ticket is valid 12 hours after WeChat pushed it.
+TICKET_LIFE_SECONDS = 43_200.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +240,8 @@ class RefreshService:
     def _component_outcomes(
         self, app: AppConfig, trigger: Scheduled | Forced, deadline: Deadline
     ) -> list[Outcome]:
-        outcomes = [self._guarded(Credential(app, Kind.COMPONENT_ACCESS_TOKEN), trigger, deadline)]
+        token = self._guarded(Credential(app, Kind.COMPONENT_ACCESS_TOKEN), trigger, deadline)
+        outcomes = [replace(token, ticket_age=self._ticket_age(app, deadline.now()))]
         for key in self._guard_platform(app, self.platform.pending_events) or []:
             self._guard_platform(app, partial(self.platform.handle_event, key=key))
         authorizers = self._guard_platform(app, self.platform.authorizers) or []
@@ -262,6 +266,11 @@ class RefreshService:
         workers = max(1, min(self.settings.concurrency, len(apps)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="authorizer") as pool:
             return list(pool.map(lambda a: self._guarded(Credential(a), trigger, deadline), apps))
+
+    def _ticket_age(self, app: AppConfig, now: float) -> float:
+        """Seconds since the last verify-ticket push was stored (a ticket's 12 h if none)."""
+        ticket = self.store.read(ticket_key(app.app_id))
+        return now - ticket.fetched_at if ticket.fetched_at is not None else TICKET_LIFE_SECONDS
 
     def _reconcile_due(self, app: AppConfig, now: float) -> bool:
         """Reconcile once a WeChat day (the first run after midnight UTC+8)."""

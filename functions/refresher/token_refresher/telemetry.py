@@ -70,6 +70,9 @@ def publish(summary: RunSummary, *, scheduled: bool = True) -> None:
     least = min_seconds_to_expiry(summary)
     if least is not None:
         metrics.add_metric("MinSecondsToExpiry", MetricUnit.Seconds, least)
+    ages = [o.ticket_age for o in summary.outcomes if o.ticket_age is not None]
+    if ages:  # third-party platforms: how long ago WeChat's last verify-ticket push came
+        metrics.add_metric("MaxSecondsSinceTicketPush", MetricUnit.Seconds, max(ages))
     # Always reported, so that its alarm's missing-data rule only means "not running".
     stable = min_seconds_to_expiry(summary, stable=True)
     metrics.add_metric(

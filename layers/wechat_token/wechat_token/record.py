@@ -83,8 +83,12 @@ SK: Final = "kind"
 # DynamoDB's TTL deletes push nonces by.
 COMPONENT_INDEX: Final = "component-index"
 TTL_ATTRIBUTE: Final = "expires_ttl"
-# Where the callback keeps the push nonces of a component (replay protection).
+# What the platform callback (a public URL) writes lives under partitions of its own, so
+# that IAM (dynamodb:LeadingKeys) keeps it away from every token record: a component's push
+# nonces (replay protection), its verify ticket, and each authorizer's pending event.
 NONCE_PREFIX: Final = "push-nonce#"
+TICKET_PREFIX: Final = "push-ticket#"
+EVENT_PREFIX: Final = "push-event#"
 
 STRICT_ENV: Final = "WECHAT_TOKEN_STRICT_RECORDS"
 
@@ -106,6 +110,16 @@ class CredentialKey:
 
     def __str__(self) -> str:
         return f"{self.app_id}/{self.kind}"
+
+
+def ticket_key(component_appid: str) -> CredentialKey:
+    """Where the callback stores a component's verify ticket."""
+    return CredentialKey(TICKET_PREFIX + component_appid, Kind.COMPONENT_VERIFY_TICKET)
+
+
+def event_key(component_appid: str, authorizer_appid: str) -> CredentialKey:
+    """Where the callback stores an authorizer's latest authorization event."""
+    return CredentialKey(f"{EVENT_PREFIX}{component_appid}:{authorizer_appid}", Kind.AUTHORIZATION)
 
 
 @dataclass(frozen=True, slots=True)
