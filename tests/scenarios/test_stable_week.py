@@ -44,7 +44,6 @@ pytestmark = pytest.mark.scenario
 APPS = {"wxstableweek00001": "stable-secret-a-01234567", "wxstableweek00002": "stable-secret-b-7"}
 CONSUMERS_PER_APP = 10
 DAYS = 7
-OUTAGE_DAYS = 3
 OFFSETS = (-90.0, 0.0, 90.0)
 THRESHOLD = 90.0  # StableExpiryAlarmThresholdSeconds' default
 ALARM_MINUTES = 3
@@ -238,15 +237,15 @@ def test_a_week_of_stable_tokens_renewed_in_the_overlap_window(
 def test_a_refresher_down_through_a_window_recovers_and_alarms_first(
     stable_deployment: Deployment,
 ) -> None:
-    """The same setup for three days; on the second the refresher stops for 30 minutes
+    """The same week; on its third day the refresher stops for 30 minutes
     from 15 minutes before a stored stable token expires, so its whole window passes
     unserved: the alarm fires before the token ends; consumers fail only from its end until
     the first run after the outage plus their 60 s cache; then all is healthy again."""
     sim, clock = stable_deployment.sim, stable_deployment.clock
     first_minute = int(clock.now() // 60)
     app = next(iter(APPS))
-    outage = Outage(app, after=clock.now() + 1.5 * DAY)
-    week, fleet = _week(stable_deployment, outage, days=OUTAGE_DAYS)
+    outage = Outage(app, after=clock.now() + 2 * DAY)
+    week, fleet = _week(stable_deployment, outage)
     assert outage.start is not None
     start, end = outage.start, outage.start + outage.seconds
     victims = [c for c in fleet.consumers if c.failures]
@@ -254,7 +253,7 @@ def test_a_refresher_down_through_a_window_recovers_and_alarms_first(
     in_alarm = week.alarm_minutes(first_minute + 5, int(clock.now() // 60))
     expiry = outage.expiry
     figures = (
-        f"down {(start - clock.now()) / 3600 + OUTAGE_DAYS * 24:.1f} h in for "
+        f"down {(start - clock.now()) / 3600 + DAYS * 24:.1f} h in for "
         f"{outage.seconds:.0f} s, the token's stored expiry {expiry - start:.0f} s in; "
         f"consumer failures {dict(fleet.failures) or 'none'} "
         f"({len(victims)} consumers) from {None if window is None else window[0] - start:.0f}"

@@ -227,7 +227,7 @@ def test_a_crash_between_fetch_and_write_is_recovered_with_wechats_last_refresh_
     real = service.store.update
 
     def crash_on_commit(key: CredentialKey, update: Any, **extra: Any) -> Any:
-        if key.app_id == app_id(MERCHANTS[0]) and "ALL_NEW" in str(extra):
+        if key.app_id == app_id(MERCHANTS[0]) and "ReturnValuesOnConditionCheckFailure" in extra:
             raise SystemExit("the Lambda was killed after WeChat answered")
         return real(key, update, **extra)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Final
 
 from wechat_token.record import (
+    EVENT_PREFIX,
+    NONCE_PREFIX,
     PK,
     RETIRED_ATTRIBUTES,
     CredentialRecord,
@@ -67,6 +69,8 @@ def classify(record: CredentialRecord, now: float, budget: int) -> Health:
     """
     problems: list[str] = []
     warnings: list[str] = []
+    if record.is_revoked:  # the merchant revoked a platform's authorization: not a fault
+        return Health(WARN, (), ("revoked",))
     if not record.has_value:
         problems.append("missing_value")
     elif not record.is_valid(now):
@@ -125,12 +129,20 @@ def scan_items(client: DynamoDBClient, table: str, app_id: str | None) -> list[d
         ) from exc
 
 
+def _bookkeeping(item: dict[str, Any]) -> bool:
+    """A platform callback's push nonce or authorization event: not a credential."""
+    key = str(item.get(PK, {}).get("S", ""))
+    return key.startswith((NONCE_PREFIX, EVENT_PREFIX))
+
+
 def scan_records(
     client: DynamoDBClient, table: str, app_id: str | None = None
 ) -> list[CredentialRecord]:
     """Every credential in the table (or one app's), sorted by app and kind."""
     records: list[CredentialRecord] = []
     for item in scan_items(client, table, app_id):
+        if _bookkeeping(item):
+            continue
         try:
             records.append(CredentialRecord.from_dynamodb(item))
         except (SchemaError, ValueError, ArithmeticError) as exc:  # Decimal's, too

@@ -44,6 +44,9 @@ AUTHORIZED = ("authorized", "updateauthorized")
 UNAUTHORIZED = "unauthorized"
 START_PUSH_SPACING_SECONDS = 600.0
 LIST_PAGE = 500
+# An authorizer's refresh failed for its refresh token: refused (61023) or none stored.
+REFRESH_TOKEN_ERRORS = ("61023", "no_token")
+LAST_ERROR = ("last_error_code", "last_error_class", "last_error_message", "last_error_at")
 
 
 def pending_index_key(component_appid: str) -> str:
@@ -350,6 +353,11 @@ class Platform:
         )
         update = Update().set(component_appid=component.app_id, **copy.attributes())
         update.remove("revoked_at")
+        if record is not None and record.last_error_code in REFRESH_TOKEN_ERRORS:
+            # The error was the refresh token's, which is replaced now: left recorded, a
+            # 61023 (a configuration error) would hold the retry and every run for
+            # configuration_hold_seconds while the token consumers hold is dead.
+            update.remove(*LAST_ERROR)
         # Never replace a refresh token stored after the list was read: it is newer.
         update.when(
             "attribute_not_exists({refresh_token_at}) OR {refresh_token_at} < :listed",

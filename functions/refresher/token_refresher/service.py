@@ -248,7 +248,11 @@ class RefreshService:
         scheduled = Scheduled()  # an operator's force of a component forces its token only
         results = self._each(authorizers, scheduled, deadline)
         # 61023: WeChat refused the refresh token; no_token: none is stored (wiped, lost).
-        lost = [o for o in results if o.error_code in ("61023", "no_token")]
+        lost = [
+            o
+            for o in results
+            if o.status is Status.FAILED and o.error_code in ("61023", "no_token")
+        ]
         if lost or self._reconcile_due(app, deadline.now()):
             reason = f"{len(lost)} refresh token(s) refused or missing" if lost else "nightly"
             if self._guard_platform(app, partial(self.platform.reconcile, reason=reason)):

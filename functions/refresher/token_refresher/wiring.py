@@ -33,6 +33,8 @@ AWS_CONFIG = Config(
     connect_timeout=3,
     read_timeout=5,
     retries={"mode": "standard", "total_max_attempts": 5},
+    # Up to REFRESH_CONCURRENCY (16 by default) threads share one client.
+    max_pool_connections=64,
 )
 
 
