@@ -457,3 +457,23 @@ class Stopwatch:
     @property
     def seconds(self) -> float:
         return time.monotonic() - self.began
+
+
+class Timeline:
+    """The simulated clock, with the consumers calling every ``TICK`` seconds while it
+    moves: between runs, and while a refresher pauses (between its asks in a stable window,
+    or for a held lease)."""
+
+    def __init__(self, clock: ManualClock, fleet: Fleet, first_call: float) -> None:
+        self.clock, self.fleet = clock, fleet
+        self.next_call = first_call
+
+    def run_until(self, t: float) -> None:
+        while self.next_call <= t:
+            self.clock.set(max(self.clock.now(), self.next_call))
+            self.fleet.tick()
+            self.next_call += TICK
+        self.clock.set(max(self.clock.now(), t))
+
+    def sleep(self, seconds: float) -> None:
+        self.run_until(self.clock.now() + seconds)

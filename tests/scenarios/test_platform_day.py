@@ -83,6 +83,7 @@ from tests.scenarios.harness import (
     Deployment,
     Fleet,
     Stopwatch,
+    Timeline,
     passive_refresh,
     with_client,
 )
@@ -241,25 +242,6 @@ def world(deployment: Deployment, kms: Kms) -> Iterator[World]:
 
 
 # --------------------------------------------------------------------------- the schedules
-
-
-class Timeline:
-    """The simulated clock, with the consumers calling every ``TICK`` seconds while it
-    moves: between runs, and while a refresher waits (for a held lease)."""
-
-    def __init__(self, clock: ManualClock, fleet: Fleet, first_call: float) -> None:
-        self.clock, self.fleet = clock, fleet
-        self.next_call = first_call
-
-    def run_until(self, t: float) -> None:
-        while self.next_call <= t:
-            self.clock.set(max(self.clock.now(), self.next_call))
-            self.fleet.tick()
-            self.next_call += TICK
-        self.clock.set(max(self.clock.now(), t))
-
-    def sleep(self, seconds: float) -> None:
-        self.run_until(self.clock.now() + seconds)
 
 
 @dataclass

@@ -37,7 +37,7 @@ from simulator import (
     WeChatSimulator,
     wechat_day,
 )
-from tests.scenarios.harness import DAY, TICK, Deployment, Fleet, Stopwatch
+from tests.scenarios.harness import DAY, TICK, Deployment, Fleet, Stopwatch, Timeline
 
 pytestmark = pytest.mark.scenario
 
@@ -49,25 +49,6 @@ THRESHOLD = 90.0  # StableExpiryAlarmThresholdSeconds' default
 ALARM_MINUTES = 3
 CACHE_SECONDS = 60.0
 MAX_STABLE_CALLS_PER_DAY = 150
-
-
-class Timeline:
-    """The simulated clock, with the consumers calling every ``TICK`` seconds while it
-    moves: between runs, and while a refresher pauses between its asks in a window."""
-
-    def __init__(self, clock: ManualClock, fleet: Fleet, first_call: float) -> None:
-        self.clock, self.fleet = clock, fleet
-        self.next_call = first_call
-
-    def run_until(self, t: float) -> None:
-        while self.next_call <= t:
-            self.clock.set(max(self.clock.now(), self.next_call))
-            self.fleet.tick()
-            self.next_call += TICK
-        self.clock.set(max(self.clock.now(), t))
-
-    def sleep(self, seconds: float) -> None:
-        self.run_until(self.clock.now() + seconds)
 
 
 @dataclass
