@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         KeySchemaElementTypeDef,
     )
     from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sqs import SQSClient
 
 DUMMY_ACCESS_KEY_ID: Final = "testing"
 DUMMY_SECRET_ACCESS_KEY: Final = "testing"
@@ -37,10 +38,14 @@ TABLE_ATTRIBUTE_DEFINITIONS: Final[tuple[AttributeDefinitionTypeDef, ...]] = (
     {"AttributeName": "app_id", "AttributeType": "S"},
     {"AttributeName": "kind", "AttributeType": "S"},
     {"AttributeName": "component_appid", "AttributeType": "S"},
+    {"AttributeName": "due_shard", "AttributeType": "S"},
+    {"AttributeName": "due_at", "AttributeType": "N"},
 )
 # A third-party platform's authorizers, found with a query (never a scan): only items with
 # a component_appid are in it (sparse), keys only.
 COMPONENT_INDEX: Final = "component-index"
+# The planner's due index: due_at (epoch seconds) per due_shard; keys and expires_at only.
+DUE_INDEX: Final = "due-index"
 TABLE_INDEXES: Final[tuple[GlobalSecondaryIndexTypeDef, ...]] = (
     {
         "IndexName": COMPONENT_INDEX,
@@ -49,6 +54,14 @@ TABLE_INDEXES: Final[tuple[GlobalSecondaryIndexTypeDef, ...]] = (
             {"AttributeName": "app_id", "KeyType": "RANGE"},
         ],
         "Projection": {"ProjectionType": "KEYS_ONLY"},
+    },
+    {
+        "IndexName": DUE_INDEX,
+        "KeySchema": [
+            {"AttributeName": "due_shard", "KeyType": "HASH"},
+            {"AttributeName": "due_at", "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["expires_at"]},
     },
 )
 # Push nonces (replay protection) expire by themselves.
@@ -96,6 +109,18 @@ def secretsmanager_client(
     """A Secrets Manager client for ``endpoint_url`` with dummy credentials."""
     return _session().client(
         "secretsmanager", endpoint_url=endpoint_url, config=config or _CLIENT_CONFIG
+    )
+
+
+def sqs_client(endpoint_url: str, *, config: Config | None = None) -> SQSClient:
+    """An SQS client for ``endpoint_url`` with dummy credentials.
+
+    Its pool has room for many threads (an ``EventSourceMapping``'s pollers share it).
+    """
+    return _session().client(
+        "sqs",
+        endpoint_url=endpoint_url,
+        config=config or _CLIENT_CONFIG.merge(Config(max_pool_connections=64)),
     )
 
 
@@ -157,3 +182,36 @@ def create_registry_secret(
     """Store the app registry as a JSON secret named ``name``; return its ARN."""
     response = secretsmanager.create_secret(Name=name, SecretString=json.dumps(registry))
     return response["ARN"]
+
+
+class WorkQueues(NamedTuple):
+    """A work queue and its dead-letter queue (``create_work_queues``)."""
+
+    queue_url: str
+    dlq_url: str
+
+
+def create_work_queues(
+    sqs: SQSClient, name: str, *, visibility_timeout: int, max_receive_count: int
+) -> WorkQueues:
+    """Create queue ``name`` and its DLQ ``name-dlq``, both with SSE-SQS.
+
+    The queue's RedrivePolicy moves a message to the DLQ after ``max_receive_count``
+    receives; the DLQ keeps messages 14 days (SQS's maximum), the queue 4 (its default).
+    """
+    dlq_url = sqs.create_queue(
+        QueueName=f"{name}-dlq",
+        Attributes={"SqsManagedSseEnabled": "true", "MessageRetentionPeriod": "1209600"},
+    )["QueueUrl"]
+    dlq_attributes = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])
+    dlq_arn = dlq_attributes["Attributes"]["QueueArn"]
+    redrive_policy = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}
+    queue_url = sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "VisibilityTimeout": str(visibility_timeout),
+            "SqsManagedSseEnabled": "true",
+            "RedrivePolicy": json.dumps(redrive_policy),
+        },
+    )["QueueUrl"]
+    return WorkQueues(queue_url=queue_url, dlq_url=dlq_url)

@@ -25,10 +25,12 @@ from simulator.platform import (
     PlatformSimulator,
     PushDelivery,
 )
+from simulator.ratelimit import MINUTE_LIMIT_SCOPES, MINUTE_QUOTA_ERRMSG
 from simulator.server import SimulatorServer
 from simulator.wechat import (
     BUSINESS_ENDPOINTS,
     CLASSIC_TOKEN,
+    LIMITED_ENDPOINTS,
     MP_TICKET,
     STABLE_TOKEN,
     TICKET_ENDPOINTS,
@@ -53,6 +55,9 @@ __all__ = [
     "COMPONENT_ENDPOINTS",
     "COMPONENT_TOKEN",
     "FAULT_KINDS",
+    "LIMITED_ENDPOINTS",
+    "MINUTE_LIMIT_SCOPES",
+    "MINUTE_QUOTA_ERRMSG",
     "MP_TICKET",
     "QUERY_AUTH",
     "STABLE_TOKEN",

@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
     parser.add_argument("--daily-quota", type=int, default=2000, help="classic fetches per day")
     parser.add_argument(
+        "--minute-limit",
+        action="append",
+        default=[],
+        metavar="SCOPE=N",
+        help="per-minute limit (45011): per_app, per_component, global or an endpoint path",
+    )
+    parser.add_argument(
         "--fault",
         action="append",
         default=[],
@@ -98,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             daily_quota=args.daily_quota,
             latency=args.latency,
+            minute_limits=_minute_limits(args.minute_limit, parser),
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -147,6 +155,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         server.stop()
     return 0
+
+
+def _minute_limits(specs: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, int]:
+    """``SCOPE=N`` specs as a mapping (the simulator checks the scopes)."""
+    limits: dict[str, int] = {}
+    for spec in specs:
+        scope, _, value = spec.partition("=")
+        try:
+            limits[scope.strip()] = int(value)  # int("") fails too: no "="
+        except ValueError:
+            parser.error(f"--minute-limit expects SCOPE=N, not {spec!r}")
+    return limits
 
 
 def _add_components(

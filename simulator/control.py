@@ -13,6 +13,12 @@ GET    /_sim/faults             the active faults
 POST   /_sim/faults             a fault object or a list of them: added;
                                 ``{"faults": [...]}``: replaces every fault
 DELETE /_sim/faults             clears every fault
+GET    /_sim/minute_limits      ``{"minute_limits": {...}}``
+POST   /_sim/minute_limits      ``{"per_app"?, "per_component"?, "global"?, PATH?: n | null}``
+                                replaces the per-minute limits (45011); ``{}`` = off
+DELETE /_sim/minute_limits      turns them off
+GET    /_sim/peak_calls         ``?window=60&appid=&component=&endpoint=`` ->
+                                ``{"window", "peak"}``: the most calls in any window
 POST   /_sim/foreign_fetch      ``{"appid"}`` -> ``{"token_fp", "expires_in"}``
 POST   /_sim/reset_quota        ``{"appid"}``
 POST   /_sim/invalidate_wecom   ``{"corpid", "agentid"}``
@@ -173,6 +179,34 @@ def _clear_faults(sim: WeChatSimulator, query: dict[str, str], raw: bytes) -> An
     return {"faults": []}
 
 
+def _get_minute_limits(sim: WeChatSimulator, query: dict[str, str], raw: bytes) -> Any:
+    return {"minute_limits": sim.minute_limits}
+
+
+def _set_minute_limits(sim: WeChatSimulator, query: dict[str, str], raw: bytes) -> Any:
+    sim.set_minute_limits(_object(raw))  # ValueError (400) names a bad key or value
+    return {"minute_limits": sim.minute_limits}
+
+
+def _clear_minute_limits(sim: WeChatSimulator, query: dict[str, str], raw: bytes) -> Any:
+    sim.set_minute_limits(None)
+    return {"minute_limits": {}}
+
+
+def _peak_calls(sim: WeChatSimulator, query: dict[str, str], raw: bytes) -> Any:
+    try:
+        window = float(query.get("window", "60"))
+    except ValueError as exc:
+        raise _ControlError(400, "'window' must be a number of seconds") from exc
+    peak = sim.peak_calls(
+        window,
+        appid=query.get("appid") or None,
+        component=query.get("component") or None,
+        endpoint=query.get("endpoint") or None,
+    )
+    return {"window": window, "peak": peak}
+
+
 def _foreign_fetch(sim: WeChatSimulator, query: dict[str, str], raw: bytes) -> Any:
     token = sim.foreign_fetch(_text(_object(raw), "appid"))
     return {"token_fp": fingerprint(token), "expires_in": sim.token_lifetime}
@@ -297,6 +331,10 @@ _ROUTES: dict[tuple[str, str], _Route] = {
     ("GET", "/_sim/faults"): _list_faults,
     ("POST", "/_sim/faults"): _post_faults,
     ("DELETE", "/_sim/faults"): _clear_faults,
+    ("GET", "/_sim/minute_limits"): _get_minute_limits,
+    ("POST", "/_sim/minute_limits"): _set_minute_limits,
+    ("DELETE", "/_sim/minute_limits"): _clear_minute_limits,
+    ("GET", "/_sim/peak_calls"): _peak_calls,
     ("POST", "/_sim/foreign_fetch"): _foreign_fetch,
     ("POST", "/_sim/reset_quota"): _reset_quota,
     ("POST", "/_sim/invalidate_wecom"): _invalidate_wecom,

@@ -24,7 +24,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,6 +33,13 @@ from simulator.clock import Clock, SystemClock
 from simulator.control import handle_control
 from simulator.faults import FAULT_KINDS, Fault, FaultKind
 from simulator.platform import COMPONENT_ENDPOINTS, PlatformSimulator
+from simulator.ratelimit import (
+    MINUTE_QUOTA_ERRCODE,
+    MINUTE_QUOTA_ERRMSG,
+    WINDOW_SECONDS,
+    MinuteLimiter,
+    peak_count,
+)
 from simulator.responses import HTML, JSON, SimResponse, html_page, json_object, json_response
 from simulator.tokens import (
     ERRMSG,
@@ -56,6 +63,7 @@ __all__ = [
     "BUSINESS_ENDPOINTS",
     "CLASSIC_TOKEN",
     "IP_LIST",
+    "LIMITED_ENDPOINTS",
     "MP_TICKET",
     "STABLE_TOKEN",
     "TICKET_ENDPOINTS",
@@ -80,6 +88,8 @@ WECOM_AGENT_TICKET = "/cgi-bin/ticket/get"
 BUSINESS_ENDPOINTS = ("/cgi-bin/get_api_domain_ip", "/cgi-bin/getcallbackip")
 TOKEN_ENDPOINTS = (CLASSIC_TOKEN, STABLE_TOKEN, WECOM_TOKEN)
 TICKET_ENDPOINTS = (MP_TICKET, WECOM_CORP_TICKET, WECOM_AGENT_TICKET)
+# What the per-minute limits (and the peak rates) cover: every credential-issuing call.
+LIMITED_ENDPOINTS = TOKEN_ENDPOINTS + TICKET_ENDPOINTS + COMPONENT_ENDPOINTS
 
 _WECOM_PATHS = (WECOM_TOKEN, WECOM_CORP_TICKET, WECOM_AGENT_TICKET)
 
@@ -165,8 +175,15 @@ class WeChatSimulator:
     ``log_business_calls``; the detailed log keeps ``call_log_limit`` records.
 
     Tunable limits (plain attributes, so a test can lower them):
-    ``stable_daily_limit`` (500 000), ``stable_minute_limit`` (10 000),
-    ``force_refresh_daily_limit`` (20), ``force_refresh_interval`` (30 s).
+    ``stable_daily_limit`` (500 000), ``stable_minute_limit`` (10 000 per app per
+    clock minute), ``force_refresh_daily_limit`` (20), ``force_refresh_interval`` (30 s).
+
+    ``minute_limits`` (default None: off) turns on WeChat's per-minute frequency
+    limits, answered with 45011 (see :mod:`simulator.ratelimit`): keys ``per_app``,
+    ``per_component``, ``global`` or an endpoint path, values calls per sliding 60 s
+    of the simulator's clock. :meth:`set_minute_limits` replaces them later;
+    :meth:`peak_calls_per_minute` / :meth:`peak_calls_per_second` say from the call
+    log what rate WeChat saw.
     """
 
     def __init__(
@@ -184,6 +201,7 @@ class WeChatSimulator:
         wrong_secret_errcode: int = 40125,
         log_business_calls: bool = False,
         call_log_limit: int = 1_000_000,
+        minute_limits: Mapping[str, int | None] | None = None,
     ) -> None:
         _check_options(servers, skew_seconds, grace_seconds, latency, token_lifetime)
         if wrong_secret_errcode not in (40001, 40125):
@@ -217,6 +235,9 @@ class WeChatSimulator:
         self._faults_triggered: dict[str, int] = dict.fromkeys(FAULT_KINDS, 0)
         self._hang_event = threading.Event()
         self._log = CallLog(limit=call_log_limit)
+        self._limiter = MinuteLimiter(
+            TOKEN_ENDPOINTS + TICKET_ENDPOINTS, COMPONENT_ENDPOINTS, minute_limits
+        )
         self._handlers: dict[str, Callable[[_Request], SimResponse]] = {
             CLASSIC_TOKEN: self._classic_token,
             STABLE_TOKEN: self._stable_token,
@@ -286,6 +307,23 @@ class WeChatSimulator:
         """Reset an app's daily /cgi-bin/token quota, like WeChat's clear_quota."""
         with self._lock:
             self._app(appid).classic.day_calls = 0
+
+    @property
+    def minute_limits(self) -> dict[str, int | None]:
+        """A copy of the per-minute limits (``{}`` when off)."""
+        with self._lock:
+            return self._limiter.limits
+
+    def set_minute_limits(self, limits: Mapping[str, int | None] | None) -> None:
+        """Replace the per-minute limits (None or ``{}``: off); windows start empty.
+
+        Keys: ``per_app`` (each account endpoint per appid / corpid / token owner),
+        ``per_component`` (a platform's component calls together), ``global`` (all
+        of :data:`LIMITED_ENDPOINTS`), or one of those paths (that endpoint per appid
+        or platform, overriding ``per_app``; None exempts it). Raises ValueError.
+        """
+        with self._lock:
+            self._limiter.configure(limits)
 
     def invalidate_wecom(self, corpid: str, agentid: str | int) -> bool:
         """WeCom invalidates an agent's token early; return whether there was one."""
@@ -565,12 +603,70 @@ class WeChatSimulator:
                 "platform": self.platform.stats(),
                 "faults": [f.to_dict() for f in self._faults],
                 "faults_triggered": dict(self._faults_triggered),
+                "minute_limits": self._limiter.limits,
+                "minute_limit_rejections": self._limiter.stats(),
                 "tickets": list(self._ticket_bindings),
                 "log_dropped": self._log.dropped,
             }
             if include_log:
                 result["call_log"] = [r.to_dict() for r in self._log.records()]
             return result
+
+    def peak_calls(
+        self,
+        window: float = WINDOW_SECONDS,
+        *,
+        appid: str | None = None,
+        component: str | None = None,
+        endpoint: str | None = None,
+    ) -> int:
+        """The most calls WeChat saw within any ``window`` seconds, from the call log.
+
+        Counts the calls that reached WeChat's logic (45011 refusals included; calls
+        answered by an injected fault, 404/405 and foreign fetches left out) to
+        :data:`LIMITED_ENDPOINTS`, or to ``endpoint``; of one ``appid`` (corpid,
+        token owner or platform, as logged), or on the component endpoints of one
+        ``component``. Same window rule as the limits: with no 45011 refusal, the
+        per-minute peak of a scope (``appid`` plus ``endpoint`` for ``per_app``) never
+        exceeds its limit. Sees only the retained log (``call_log_limit``).
+        """
+        if component is not None and appid is not None:
+            raise ValueError("give appid or component, not both")
+        paths = {endpoint} if endpoint is not None else set(LIMITED_ENDPOINTS)
+        if component is not None:
+            paths &= set(COMPONENT_ENDPOINTS)
+        owner = component if component is not None else appid
+        with self._lock:
+            times = [
+                r.time
+                for r in self._log.records()
+                if r.endpoint in paths
+                and r.fault is None
+                and r.http_status == 200
+                and not r.foreign
+                and (owner is None or r.appid == owner)
+            ]
+        return peak_count(times, window)
+
+    def peak_calls_per_minute(
+        self,
+        *,
+        appid: str | None = None,
+        component: str | None = None,
+        endpoint: str | None = None,
+    ) -> int:
+        """:meth:`peak_calls` over a sliding 60 s."""
+        return self.peak_calls(WINDOW_SECONDS, appid=appid, component=component, endpoint=endpoint)
+
+    def peak_calls_per_second(
+        self,
+        *,
+        appid: str | None = None,
+        component: str | None = None,
+        endpoint: str | None = None,
+    ) -> int:
+        """:meth:`peak_calls` over a sliding second."""
+        return self.peak_calls(1.0, appid=appid, component=component, endpoint=endpoint)
 
     # --------------------------------------------------------------- internals
 
@@ -614,8 +710,39 @@ class WeChatSimulator:
         if method not in ("GET", "POST"):
             self._record(now, server, method, path, None, None, http_status=405)
             return html_page(405)
+        if self._limiter.applies(path):
+            refused = self._minute_gate(now, server, method, path, query, body, client_ip)
+            if refused is not None:
+                return refused
         offset = self._offsets[server]
         return handler(_Request(server, offset, now, method, path, query, body, client_ip))
+
+    def _minute_gate(
+        self,
+        now: float,
+        server: int,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        body: bytes,
+        client_ip: str,
+    ) -> SimResponse | None:
+        """WeChat's frequency check, ahead of the endpoint's own: 45011 over a limit
+        (nothing issued, no daily quota used), else None and the call is counted."""
+        appid = self._appid_hint(path, query, body)
+        scope = self._limiter.admit(now, path, appid)
+        if scope is None:
+            return None
+        self._record(
+            now, server, method, path, appid, MINUTE_QUOTA_ERRCODE, note=f"minute_limit:{scope}"
+        )
+        return self._error_response(
+            MINUTE_QUOTA_ERRCODE,
+            MINUTE_QUOTA_ERRMSG,
+            wecom=path in _WECOM_PATHS,
+            now=now,
+            ip=client_ip,
+        )
 
     def _appid_hint(self, path: str, query: dict[str, str], body: bytes) -> str | None:
         if path in COMPONENT_ENDPOINTS:
@@ -870,7 +997,7 @@ class WeChatSimulator:
         if pool.day_calls >= self.stable_daily_limit:
             return self._fail(req, 45009, "reach max api daily quota limit", appid=app.appid)
         if pool.minute_calls >= self.stable_minute_limit:
-            return self._fail(req, 45011, "api minute-quota reach limit", appid=app.appid)
+            return self._fail(req, MINUTE_QUOTA_ERRCODE, MINUTE_QUOTA_ERRMSG, appid=app.appid)
         pool.day_calls += 1
         pool.minute_calls += 1
         note: str | None = None

@@ -9,6 +9,9 @@
 - ``passive_handler`` (PassiveRefreshFunction; the only function consumers may invoke):
   ``{"app_id", "kind", "stale_token": "sha256:...", "errcode": 40001}`` and nothing else.
   WeChat is asked about the stored token first; a new one is fetched only if WeChat rejects it.
+- ``worker_handler`` (RefreshWorkerFunction; the work queue's event source mapping): a batch
+  of ``{"app_id"}`` messages the scheduled run planned; each app is refreshed if due, and
+  only messages whose work could not be done are reported back (``batchItemFailures``).
 Both return a JSON summary that never holds a token or a secret.
 """
 
@@ -16,14 +19,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.utilities.batch import process_partial_response
 from token_refresher.errors import RefreshFailedError
+from token_refresher.outcome import RunSummary
 from token_refresher.service import RefreshService
 from token_refresher.settings import Settings
 from token_refresher.telemetry import logger, metrics, publish
 from token_refresher.triggers import parse_operator_event, parse_passive_event
 from token_refresher.wiring import build_service
+from token_refresher.worker import BatchWorker, ThreadedBatchProcessor
 
 _service: RefreshService | None = None
+_processor: ThreadedBatchProcessor | None = None
 
 
 def _get_service() -> RefreshService:
@@ -54,3 +61,18 @@ def passive_handler(event: Any, context: Any) -> dict[str, Any]:
     summary = service.report(trigger, service.deadline(context))
     publish(summary, scheduled=False)
     return summary.as_dict()
+
+
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
+def worker_handler(event: Any, context: Any) -> dict[str, Any]:
+    global _processor  # noqa: PLW0603
+    service = _get_service()
+    if _processor is None:
+        _processor = ThreadedBatchProcessor(service.settings.concurrency)
+    worker = BatchWorker(service, service.registry.load(), service.deadline(context))
+    response = process_partial_response(
+        event=event, record_handler=worker.record, processor=_processor, context=context
+    )
+    publish(RunSummary.of(worker.outcomes), scheduled=False)
+    return dict(response)

@@ -529,11 +529,11 @@ def test_a_bad_registry_fails_the_run_with_a_registry_error(
     service = moto.service({})
     stages: list[str] = []
 
-    def read(stage: str) -> str:
+    def read(shard_id: str, stage: str) -> dict[str, str]:
         stages.append(stage)
-        return text  # the previous version (AWSPREVIOUS) is just as bad
+        return {"SecretString": text}  # the previous version (AWSPREVIOUS) is just as bad
 
-    service.registry._read = read  # type: ignore[method-assign]
+    service.registry._get = read  # type: ignore[method-assign]
     try:
         summary = service.run(Forced(APP))
     except RefresherError as exc:

@@ -82,8 +82,7 @@ def test_a_stable_token_rotates_in_its_window_and_is_never_forced(rig: Rig) -> N
     reader = rig.reader()
     outcomes, values = [], []
     for _ in range(5 * 60):
-        [outcome] = rig.run({"types": ["stable"]})
-        outcomes.append(outcome.outcome)
+        outcomes += [outcome.outcome for outcome in rig.run({"types": ["stable"]})]
         reader.clear()
         token = reader.get("wxstable")
         assert rig.sim.token_status(token) == 0, "the stored stable token is always accepted"
@@ -98,7 +97,8 @@ def test_a_stable_token_rotates_in_its_window_and_is_never_forced(rig: Rig) -> N
     assert len(values) == 3, "issued, then renewed once every two hours"
     calls = rig.sim.calls(STABLE_TOKEN, "wxstable")
     assert calls <= 1 + 2 * 10, f"{calls} stable calls: a few per window"
-    assert outcomes.count(Status.NOT_DUE) > 5 * 60 - 25
+    probes = 5 * 60 // 5  # the scheduled probe looks at the stored token every 300 s
+    assert len(outcomes) < probes + 25, "the planner sends the app only when due or probed"
 
 
 # WeChat's own force rules are under test here, not the refresher's trigger spacing.
@@ -159,7 +159,7 @@ def test_a_jsapi_ticket_follows_the_token_it_was_fetched_with(rig: Rig) -> None:
     token, ticket = rig.record("wxweb"), rig.record("wxweb", "jsapi_ticket")
     assert ticket.bound_to == token.fingerprint()
     rig.clock.advance(600)
-    assert {o.outcome for o in rig.run()} == {Status.NOT_DUE}
+    assert {o.outcome for o in rig.run()} <= {Status.NOT_DUE}, "probed at most, not renewed"
     rig.clock.advance(3000)
     rig.run()
     assert rig.record("wxweb", "jsapi_ticket").bound_to == rig.record("wxweb").fingerprint()

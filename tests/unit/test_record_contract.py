@@ -216,6 +216,9 @@ def _platform_scenario(w: Writer) -> dict[str, dict[str, Any]]:
         event_key(COMPONENT, MERCHANT).app_id, "authorization"
     )
     w.service.run(Scheduled(types=("component",)))
+    # A worker whose authorizer's refresh token was refused claims the reconciliation.
+    registry = w.service.registry.load()
+    assert w.service.platform.claim_reconcile(registry[COMPONENT], w.clock.now())
     records["component token, reconciled"] = w.item(COMPONENT, "component_access_token")
     records["authorizer token"] = w.item(f"{COMPONENT}:{MERCHANT}")
     records["authorization event, processed"] = w.item(

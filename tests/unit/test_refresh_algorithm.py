@@ -245,6 +245,7 @@ def test_retries_are_bounded_by_the_invocations_remaining_time(harness: Harness)
     [outcome] = harness.run(remaining=lambda: deadline - harness.clock.now)
     assert outcome.outcome == Status.FAILED
     assert outcome.wechat_calls == 2, "a third 10 s attempt does not fit in the 25 s left"
+    harness.clock.advance(60)  # the failure is due again at the next run
     [outcome] = harness.run(remaining=lambda: 5.0)
     assert outcome.error is not None
     assert outcome.error["code"] == "deadline"
@@ -389,6 +390,7 @@ def test_a_scheduled_run_detects_a_token_invalidated_behind_our_back(harness: Ha
     assert quiet.outcome == Status.NOT_DUE
     assert harness.wechat.probes == 1, "each scheduled run asks WeChat about the stored token"
     harness.wechat.rejected.add(harness.wechat.issued[0])  # a foreign fetch, 5 minutes ago
+    harness.clock.advance(300)  # the next probe: its due-index entry brings it back
     [outcome] = harness.run()
     assert outcome.outcome == Status.REFRESHED
     assert outcome.foreign_rotation

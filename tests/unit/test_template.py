@@ -31,6 +31,11 @@ KMS_VIA_DYNAMODB = {
     "StringEquals": {"kms:ViaService": {"Fn::Sub": "dynamodb.${AWS::Region}.amazonaws.com"}}
 }
 SECRET_ARN = {"Ref": "AppRegistrySecret"}
+# The optional registry shards (RegistrySecretPrefix; granted only under HasRegistrySecretPrefix).
+REGISTRY_SHARDS_ARN = {
+    "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}"
+    ":secret:${RegistrySecretPrefix}*"
+}
 LAYER_REF = {"Ref": "WeChatTokenLayer"}
 LOG_GROUP_ARN = {"Fn::GetAtt": ["RefresherLogGroup", "Arn"]}
 FAILURE_QUEUE_ARN = {"Fn::GetAtt": ["RefresherFailureQueue", "Arn"]}
@@ -49,6 +54,10 @@ REFRESHER_ENV = {
     "REFRESH_TOKEN_KMS_KEY_ID",
     "DAILY_CALL_BUDGET",
     "REFRESH_CONCURRENCY",
+    "WECHAT_CALLS_PER_SECOND",
+    "COMPONENT_CALLS_PER_SECOND",
+    "WECHAT_APPS_SECRET_PREFIX",
+    "WORK_QUEUE_URL",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "LOG_LEVEL",
@@ -198,6 +207,8 @@ def test_token_table_schema_billing_encryption_and_retention(resources: dict[str
     assert sorted(props["AttributeDefinitions"], key=lambda a: a["AttributeName"]) == [
         {"AttributeName": "app_id", "AttributeType": "S"},
         {"AttributeName": "component_appid", "AttributeType": "S"},
+        {"AttributeName": "due_at", "AttributeType": "N"},  # the due index (planner)
+        {"AttributeName": "due_shard", "AttributeType": "S"},
         {"AttributeName": "kind", "AttributeType": "S"},
     ]
     # The same table DynamoDB Local gets (local_aws.resources), index and TTL included.
@@ -283,10 +294,11 @@ def test_timeouts_fit_a_run_and_a_consumers_wait(resources: dict[str, Any]) -> N
 
 def test_environment_variable_names(template: dict[str, Any]) -> None:
     assert set(_effective_env(template, "RefresherFunction")) == REFRESHER_ENV
-    # The same code, the same settings: a passive refresh follows the refresher's rules.
-    assert _effective_env(template, "PassiveRefreshFunction") == _effective_env(
-        template, "RefresherFunction"
-    )
+    # The same code, the same settings: a passive refresh follows the refresher's rules
+    # (only the planner sends to the work queue).
+    planner = _effective_env(template, "RefresherFunction")
+    planner.pop("WORK_QUEUE_URL")
+    assert _effective_env(template, "PassiveRefreshFunction") == planner
     assert set(_effective_env(template, "ExampleConsumerFunction")) >= CONSUMER_ENV
     consumer = _effective_env(template, "ExampleConsumerFunction")
     assert consumer["WECHAT_APP_ID"] == {"Ref": "ExampleAppId"}
@@ -398,20 +410,29 @@ def test_refresher_role_is_exactly_its_table_secret_logs_queue_and_traces(
     assert "Policies" not in props
     statements = _role_statements(resources, "RefresherRole")
     assert _grants(statements) == {
-        # No PutItem: every write is a conditional UpdateItem.
+        # No PutItem on a credential: every write is a conditional UpdateItem; the only
+        # PutItem is the planner's state, under planner# (test_template_security.py).
         "dynamodb:GetItem": [TABLE_ARN],
         "dynamodb:UpdateItem": [TABLE_ARN],
-        "dynamodb:Query": [{"Fn::Sub": "${TokenTable.Arn}/index/component-index"}],
-        "secretsmanager:GetSecretValue": [SECRET_ARN],
+        "dynamodb:PutItem": [TABLE_ARN],
+        "dynamodb:Query": [
+            {"Fn::Sub": "${TokenTable.Arn}/index/component-index"},
+            {"Fn::Sub": "${TokenTable.Arn}/index/due-index"},
+        ],
+        "secretsmanager:GetSecretValue": [SECRET_ARN, REGISTRY_SHARDS_ARN],
+        "secretsmanager:ListSecrets": ["*"],
         "kms:Decrypt": [KMS_KEY_REF],
         "logs:CreateLogStream": [LOG_GROUP_ARN],
         "logs:PutLogEvents": [LOG_GROUP_ARN],
-        "sqs:SendMessage": [FAILURE_QUEUE_ARN],
+        "sqs:SendMessage": [FAILURE_QUEUE_ARN, {"Fn::GetAtt": ["WorkQueue", "Arn"]}],
         # X-Ray's trace actions support no resource-level permissions.
         "xray:PutTraceSegments": ["*"],
         "xray:PutTelemetryRecords": ["*"],
     }
-    assert not _contains_wildcard([s for s in _expand(statements) if s["Sid"] != "WriteTraces"])
+    # "*" only for X-Ray, the optional registry shards (test_template_scale.py) and the
+    # planner's state (the LeadingKeys pattern planner#*).
+    unscoped = {"WriteTraces", "ListRegistryShards", "ReadRegistryShards", "KeepPlannerState"}
+    assert not _contains_wildcard([s for s in _expand(statements) if s["Sid"] not in unscoped])
     _assert_decrypt_only_with_the_table_key(statements)
     trust = resources["RefresherRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust == [
@@ -426,7 +447,9 @@ def test_refresher_role_is_exactly_its_table_secret_logs_queue_and_traces(
 def _assert_decrypt_only_with_the_table_key(statements: list[Any]) -> None:
     """kms:Decrypt exists only when TableKmsKeyArn is set, on that key, through DynamoDB."""
     conditional = _conditional_statements(statements)
-    assert set(conditional) == {"HasTableKmsKey"}, conditional
+    # The other condition: the optional registry shards (RegistrySecretPrefix).
+    assert "HasTableKmsKey" in conditional, conditional
+    assert set(conditional) <= {"HasTableKmsKey", "HasRegistrySecretPrefix"}, conditional
     (decrypt,) = conditional["HasTableKmsKey"]
     assert decrypt["Action"] == "kms:Decrypt"
     assert decrypt["Resource"] == KMS_KEY_REF
@@ -449,7 +472,8 @@ def test_passive_refresh_role_is_the_refreshers_minus_the_queue(
         "dynamodb:GetItem": [TABLE_ARN],
         "dynamodb:UpdateItem": [TABLE_ARN],
         "dynamodb:Query": [{"Fn::Sub": "${TokenTable.Arn}/index/component-index"}],
-        "secretsmanager:GetSecretValue": [SECRET_ARN],
+        "secretsmanager:GetSecretValue": [SECRET_ARN, REGISTRY_SHARDS_ARN],
+        "secretsmanager:ListSecrets": ["*"],
         "kms:Decrypt": [KMS_KEY_REF],
         "logs:CreateLogStream": [own_logs],
         "logs:PutLogEvents": [own_logs],
@@ -562,6 +586,7 @@ def _statements_anywhere(value: Any) -> list[dict[str, Any]]:
 WECHAT_CALLER_ROLES = {
     "RefresherRole": "RefresherFunction",
     "PassiveRefreshRole": "PassiveRefreshFunction",
+    "RefreshWorkerRole": "RefreshWorkerFunction",
 }
 
 
@@ -615,6 +640,7 @@ def test_the_secret_denies_reading_to_all_but_the_refresher_roles(
     assert exempt == [
         {"Fn::GetAtt": ["RefresherRole", "Arn"]},
         {"Fn::GetAtt": ["PassiveRefreshRole", "Arn"]},
+        {"Fn::GetAtt": ["RefreshWorkerRole", "Arn"]},
         {"Fn::GetAtt": ["PlatformCallbackRole", "Arn"]},
         {"Fn::If": ["HasBreakGlassRole", {"Ref": "BreakGlassRoleArn"}, NO_VALUE]},
     ]
@@ -799,6 +825,9 @@ ALARMS = {
     "ForeignRotationAlarm": (METRICS_NAMESPACE, "ForeignRotation"),
     "RegistryFallbackAlarm": (METRICS_NAMESPACE, "RegistryFallback"),
     "RegistryEntryRefusedAlarm": (METRICS_NAMESPACE, "InvalidRegistryEntries"),
+    # The fan-out's queues (test_template_scale.py).
+    "WorkDeadLetterAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+    "WorkQueueAgeAlarm": ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
 }
 
 

@@ -9,11 +9,12 @@
   (``.venv-sam``, ``SAM_PYTHON``, or the ``sam`` on PATH); skipped without one.
 
 The rules: no ``*`` in any action; ``*`` as a resource only for X-Ray's trace actions
-(they support no resource-level permissions); only the refresher's two roles (scheduled and
-passive) read the app secret, and the secret's resource policy denies it to everyone else;
-no consumer may invoke the refresher, only the passive function; the example consumer reads
-only its own app's records (``dynamodb:LeadingKeys``); the refresher cannot scan, query,
-delete or put whole items; kms:Decrypt only on the optional table key, through DynamoDB;
+(they support no resource-level permissions) and ListSecrets (the optional registry shards);
+only the refresher's roles (scheduled, passive, worker) and the push callback's read the app
+secret, and the secret's resource policy denies it to everyone else; no consumer may invoke
+the refresher, only the passive function; the example consumer reads only its own app's
+records (``dynamodb:LeadingKeys``); the refresher cannot scan, query the table (its indexes
+only), delete or put whole items; kms:Decrypt only on the optional table key, through DynamoDB;
 every role is trusted by its own service only; queues, topic and table encrypted; table
 with point-in-time recovery and retained; every log group with a retention; every checkov
 skip with a reason.
@@ -51,14 +52,23 @@ LEADING_KEYS_OWN_APP = {
 
 # X-Ray's documented exception: these actions cannot be scoped to a resource.
 XRAY_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+# Nor can Secrets Manager's ListSecrets (the optional registry shards, RegistrySecretPrefix).
+LIST_SECRETS = "secretsmanager:ListSecrets"
+REGISTRY_SHARDS_ARN = {
+    "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}"
+    ":secret:${RegistrySecretPrefix}*"
+}
 # The refresher reads and updates single records; nothing that lists, replaces or removes them.
 REFRESHER_DYNAMODB_ACTIONS = {"dynamodb:GetItem", "dynamodb:UpdateItem"}
 COMPONENT_INDEX_ARN = {"Fn::Sub": "${TokenTable.Arn}/index/component-index"}
+DUE_INDEX_ARN = {"Fn::Sub": "${TokenTable.Arn}/index/due-index"}
 REFRESH_TOKEN_KEY_ARN = {"Fn::GetAtt": ["RefreshTokenKey", "Arn"]}
 # The roles that call WeChat (and so read the registry): the refresher's and the passive one's.
 WECHAT_CALLER_ROLES = {
     "RefresherRole": "RefresherFunction",
     "PassiveRefreshRole": "PassiveRefreshFunction",
+    # The fan-out's workers (test_template_scale.py).
+    "RefreshWorkerRole": "RefreshWorkerFunction",
 }
 # The push callback (third-party platforms): reads the registry for the platforms' message keys,
 # writes push nonces (its only PutItem) and pushes; tests/unit/test_template_platform.py.
@@ -318,6 +328,10 @@ def test_wildcard_resources_only_for_xray(variant: tuple[str, dict[str, Any]]) -
         resources = _as_list(statement["Resource"])
         if any(isinstance(r, str) and "*" in r for r in resources):
             assert resources == ["*"], owner
+            if _actions(statement) == {LIST_SECRETS}:
+                # Registry shards: ListSecrets returns names, never a value.
+                assert owner in WECHAT_CALLER_ROLES, owner
+                continue
             assert _actions(statement) <= XRAY_ACTIONS, f"{owner}: {statement}"
 
 
@@ -335,7 +349,14 @@ def test_only_the_refresher_roles_read_the_secret(variant: tuple[str, dict[str, 
     }.items():
         grants = _grants_of(template, role)
         secret_grants = {a: r for a, r in grants.items() if a.startswith("secretsmanager:")}
-        assert secret_grants == {"secretsmanager:GetSecretValue": [SECRET_REF]}
+        if role in WECHAT_CALLER_ROLES:
+            # And the optional registry shards; never the push callback.
+            assert secret_grants == {
+                "secretsmanager:GetSecretValue": [SECRET_REF, REGISTRY_SHARDS_ARN],
+                LIST_SECRETS: ["*"],
+            }, role
+        else:
+            assert secret_grants == {"secretsmanager:GetSecretValue": [SECRET_REF]}
         # Each role is its function's alone.
         users = {
             logical_id
@@ -365,10 +386,11 @@ def test_the_secret_policy_denies_reading_to_everyone_else(
     ((operator, keys),) = deny["Condition"].items()
     assert operator in ("ArnNotEquals", "StringNotEquals")
     exempt = keys["aws:PrincipalArn"]
-    assert exempt[:2] == [{"Fn::GetAtt": [role, "Arn"]} for role in WECHAT_CALLER_ROLES]
+    callers = len(WECHAT_CALLER_ROLES)
+    assert exempt[:callers] == [{"Fn::GetAtt": [role, "Arn"]} for role in WECHAT_CALLER_ROLES]
     # The only other exemptions are the push callback's role and the optional break-glass role.
     break_glass = {"Fn::If": ["HasBreakGlassRole", {"Ref": "BreakGlassRoleArn"}, NO_VALUE]}
-    assert exempt[2:] == [{"Fn::GetAtt": [PUSH_CALLBACK_ROLE, "Arn"]}, break_glass]
+    assert exempt[callers:] == [{"Fn::GetAtt": [PUSH_CALLBACK_ROLE, "Arn"]}, break_glass]
 
 
 def test_consumers_may_invoke_the_passive_function_only(
@@ -399,15 +421,31 @@ def test_refresher_roles_read_and_update_single_records_only(
     for role in WECHAT_CALLER_ROLES:
         grants = _grants_of(template, role)
         dynamodb = {a: r for a, r in grants.items() if a.startswith("dynamodb:")}
-        # Query only on the component index (a platform's authorizers), never the table.
-        assert dynamodb.pop("dynamodb:Query") == [COMPONENT_INDEX_ARN], role
+        # Query only on the component index (a platform's authorizers) and, for the
+        # planner, the due index; never the table.
+        indexes = (
+            [COMPONENT_INDEX_ARN, DUE_INDEX_ARN]
+            if role == "RefresherRole"
+            else [COMPONENT_INDEX_ARN]
+        )
+        assert dynamodb.pop("dynamodb:Query") == indexes, role
+        if role == "RefresherRole":
+            # The planner's state items (planner#<lane>), checked below.
+            assert dynamodb.pop("dynamodb:PutItem") == [TABLE_ARN], role
         assert set(dynamodb) == REFRESHER_DYNAMODB_ACTIONS, role
         assert all(resources == [TABLE_ARN] for resources in dynamodb.values())
     for owner, statement in _identity_statements(template):
         forbidden = _actions(statement) & FORBIDDEN_DYNAMODB_ACTIONS
         if forbidden == {"dynamodb:Query"} and owner in WECHAT_CALLER_ROLES:
-            # The refresher finds a platform's authorizers in the component index only.
-            assert _as_list(statement["Resource"]) == [COMPONENT_INDEX_ARN], owner
+            # The refresher finds a platform's authorizers in the component index, the
+            # planner due credentials in the due index: indexes only (keys only).
+            assert _as_list(statement["Resource"]) in ([COMPONENT_INDEX_ARN], [DUE_INDEX_ARN])
+            continue
+        if forbidden == {"dynamodb:PutItem"} and owner == "RefresherRole":
+            # Its only PutItem: the planner's state, under planner#, never a credential.
+            assert statement["Condition"] == {
+                "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["planner#*"]}
+            }, owner
             continue
         if forbidden == {"dynamodb:PutItem"} and owner == PUSH_CALLBACK_ROLE:
             # Its only PutItem: push nonces, under push-nonce# (test_template_platform.py).
@@ -520,6 +558,7 @@ def test_synthesized_roles_are_the_expected_ones(synthesized: dict[str, Any]) ->
     assert set(roles) == {
         "RefresherRole",
         "PassiveRefreshRole",
+        "RefreshWorkerRole",
         PUSH_CALLBACK_ROLE,
         *EXAMPLE_CONSUMER_ROLES,
         "RefresherFunctionScheduledRefreshRole",
@@ -556,14 +595,18 @@ def test_resource_policies_name_principals_and_this_account(
     own_root = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
     for owner, statement in statements:
         if statement["Effect"] == "Deny":
-            # A deny opens nothing; the secret's is checked on its own above.
+            # A deny opens nothing; the secret's is checked on its own above, the work
+            # queues' refuses requests without TLS only.
+            if owner == "WorkQueuesPolicy":
+                assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+                continue
             assert owner == "AppRegistrySecretPolicy", owner
             continue
         assert statement["Effect"] == "Allow", owner
         principal = statement["Principal"]
         assert principal not in ("*", {"AWS": "*"}), owner
         if "AWS" in principal and statement.get("Sid") == "RefresherUsesIt":
-            # RefreshTokenKey: the refresher's two roles by ARN, nobody else.
+            # RefreshTokenKey: the refresher's roles by ARN, nobody else.
             assert owner == "RefreshTokenKey", owner
             roles = [{"Fn::GetAtt": [role, "Arn"]} for role in WECHAT_CALLER_ROLES]
             assert principal == {"AWS": roles}, owner

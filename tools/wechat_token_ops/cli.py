@@ -2,10 +2,15 @@
 
     wechat-token status  [--table T] [--app APP] [--budget N] [--json] [--color WHEN]
     wechat-token refresh APP [--kind KIND] [--function NAME] [--json] [--color WHEN]
+    wechat-token apps list [--json]
+    wechat-token apps add APP [--type T] [--appid A] [--corpid C] [--agentid N]
+                              [--tickets jsapi,wx_card] [--shard SECRET_ID]   (secret on stdin)
+    wechat-token apps remove APP
 
 ``status`` shows every credential in the token table (one paginated, strongly consistent
 Scan: needs ``dynamodb:Scan``); ``refresh`` invokes the refresher synchronously with
-``{"app_id", "kind", "force": true}`` (needs ``lambda:InvokeFunction``).
+``{"app_id", "kind", "force": true}`` (needs ``lambda:InvokeFunction``); ``apps`` lists and
+edits the app registry's secrets (``apps.py``: secrets on standard input only).
 
 boto3 is imported when a command runs. Output holds fingerprints, never a token or a
 secret: the scan does not even read a previous token, and error texts pass through
@@ -18,14 +23,16 @@ check could not be made (usage, configuration, AWS access).
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from wechat_token.record import ACCESS_TOKEN, Kind
+from wechat_token.registry_format import TYPES
 from wechat_token.settings import (
     DEFAULT_DAILY_CALL_BUDGET,
     TABLE_ENV,
@@ -34,7 +41,7 @@ from wechat_token.settings import (
     env_text,
 )
 
-from . import EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE, PROG, clients
+from . import EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE, PROG, apps, clients
 from .errors import OpsError, UsageError
 from .refresh import (
     REFRESHER_ENV,
@@ -45,12 +52,13 @@ from .refresh import (
     invoke_with,
     summary_entries,
 )
-from .render import refresh_text, status_text, use_color
+from .render import apps_text, change_text, refresh_text, status_text, use_color
 from .status import is_healthy, scan_records, status_json
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_lambda import LambdaClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
 
 BUDGET_ENV: Final = "DAILY_CALL_BUDGET"
 _COLOR_CHOICES: Final = ("auto", "always", "never")
@@ -134,6 +142,76 @@ def _add_authorize(commands: Any) -> None:
     _add_output_options(authorize)
 
 
+def _add_registry_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--registry",
+        metavar="IDS",
+        help=f"the registry's secret ids or ARNs, comma-separated (default: ${apps.IDS_ENV})",
+    )
+    parser.add_argument(
+        "--registry-prefix",
+        metavar="PREFIX",
+        help=f"every secret whose name starts with it is a shard too (default: ${apps.PREFIX_ENV})",
+    )
+
+
+def _tickets(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _add_apps(commands: Any) -> None:
+    group = commands.add_parser(
+        "apps",
+        help="list, add or remove apps in the registry's secrets (secrets on stdin only)",
+        description="The app registry: the union of the secrets in WECHAT_APPS_SECRET_ID "
+        "(comma-separated) and those whose name starts with WECHAT_APPS_SECRET_PREFIX. "
+        "Entries are checked by the refresher's rules. Never prints a secret.",
+    )
+    actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser(
+        "list",
+        help="every entry: app, type, shard, tickets (never secrets)",
+        description="Every entry of every registry secret, with the refresher's verdict "
+        "(ok, disabled, refused and why). Exit 0 when all are usable, 1 if an entry is "
+        "refused or a secret cannot be read, 2 if none could be listed.",
+        allow_abbrev=False,
+    )
+    _add_registry_options(listing)
+    _add_output_options(listing)
+    add = actions.add_parser(
+        "add",
+        help="add an app; its secret is read from standard input",
+        description="Add an entry to the named shard, or the first with room (under "
+        f"{apps.SHARD_LIMIT_BYTES} bytes), or a new secret <prefix>NNN. The app secret is "
+        "read from standard input, never from an argument: one line (a component: three "
+        'lines, secret, token, EncodingAESKey, or a JSON object {"secret", "token", '
+        '"encoding_aes_key"}); a terminal is prompted without echo. Refuses an app already '
+        "in any shard. Exit 0 when added, 2 when refused or it could not be written.",
+        allow_abbrev=False,
+    )
+    add.add_argument("app_id", metavar="APP", help="the app_id consumers ask for")
+    add.add_argument("--type", default="classic", choices=list(TYPES), help="default: %(default)s")
+    add.add_argument("--appid", help="WeChat's appid when it differs from APP")
+    add.add_argument("--corpid", help="WeCom: the corp id")
+    add.add_argument("--agentid", help="WeCom: the agent id")
+    add.add_argument(
+        "--tickets", type=_tickets, default=[], help="JS-SDK tickets, e.g. jsapi,wx_card"
+    )
+    add.add_argument("--shard", metavar="SECRET_ID", help="the registry secret to add it to")
+    _add_registry_options(add)
+    _add_output_options(add)
+    remove = actions.add_parser(
+        "remove",
+        help="remove an app from the shard holding it",
+        description="Remove the entry from every registry secret holding it. Exit 0 when "
+        "removed, 2 when it is not there or could not be written.",
+        allow_abbrev=False,
+    )
+    remove.add_argument("app_id", metavar="APP", help="the app_id to remove")
+    _add_registry_options(remove)
+    _add_output_options(remove)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -144,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_status(commands)
     _add_refresh(commands)
     _add_authorize(commands)
+    _add_apps(commands)
     return parser
 
 
@@ -266,6 +345,76 @@ def _run_authorize(
     return EXIT_OK if ok else EXIT_UNHEALTHY
 
 
+def _run_apps(
+    args: argparse.Namespace,
+    secrets: SecretsManagerClient | None,
+    env: Mapping[str, str],
+    out: TextIO,
+    err: TextIO,
+    stdin: TextIO,
+    prompt: Callable[[str], str],
+) -> int:
+    ids, prefix = apps.shard_settings(args.registry, args.registry_prefix, env)
+    if args.action == "list":
+        shards = apps.Shards(secrets or clients.secrets_client(), ids, prefix)
+        result = apps.listing(shards)
+        if args.json:
+            print(_dump(result.as_dict()), file=out)
+        else:
+            print(apps_text(result, color=use_color(args.color, out, env)), file=out)
+        return EXIT_OK if result.healthy else EXIT_UNHEALTHY
+    if args.action == "add":
+        credentials = apps.read_credentials(args.type, stdin, prompt)
+        raw, entry = apps.new_entry(
+            args.app_id.strip(),
+            kind=args.type,
+            credentials=credentials,
+            appid=args.appid,
+            corpid=args.corpid,
+            agentid=args.agentid,
+            tickets=args.tickets,
+        )
+        client = secrets or clients.secrets_client()
+        shards = apps.Shards(client, ids, prefix, secrets=list(credentials.values()))
+        change = apps.add(shards, entry.app_id, raw, entry, shard=args.shard)
+    else:
+        shards = apps.Shards(secrets or clients.secrets_client(), ids, prefix)
+        change, unreadable = apps.remove(shards, args.app_id.strip())
+        for shard_id in unreadable:
+            print(
+                f"{PROG}: warning: registry secret {shard_id!r} could not be read; it may "
+                "hold the app too (wechat-token apps list).",
+                file=err,
+            )
+    if args.json:
+        print(_dump(change.as_dict()), file=out)
+    else:
+        print(change_text(change), file=out)
+    return EXIT_OK
+
+
+def _parse(arguments: list[str]) -> argparse.Namespace:
+    """The parsed command line. ``apps``: what may be a secret is never parsed or echoed
+    (argparse's errors repeat unrecognized arguments)."""
+    parser = build_parser()
+    if arguments[:1] != ["apps"]:
+        return parser.parse_args(arguments)
+    flag = apps.refused_flag(arguments)
+    if flag is not None:
+        raise UsageError(
+            f"{flag} is refused: a secret on the command line ends up in shell history and "
+            "process lists. Pipe it to standard input instead, e.g. printf '%s\\n' "
+            '"$APP_SECRET" | wechat-token apps add APP_ID (or type it at the prompt).'
+        )
+    args, extras = parser.parse_known_args(arguments)
+    if extras:
+        raise UsageError(
+            f"{len(extras)} unrecognized argument(s), not repeated here in case one is a "
+            "secret: secrets are read from standard input only."
+        )
+    return args
+
+
 def _exit_code(code: str | int | None) -> int:
     if code is None:
         return EXIT_OK
@@ -283,28 +432,37 @@ def main(
     *,
     dynamodb: DynamoDBClient | None = None,
     lambda_client: LambdaClient | None = None,
+    secrets: SecretsManagerClient | None = None,
+    prompt: Callable[[str], str] | None = None,
     now: float | None = None,
     env: Mapping[str, str] | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
     stdin: TextIO | None = None,
 ) -> int:
-    """Run the command line; the exit code. Clients, clock, environment and streams are
-    injectable for tests."""
+    """Run the command line; the exit code. Clients, clock, environment, streams and the
+    secret prompt are injectable for tests."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     environ = os.environ if env is None else env
+    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(arguments)
+        commands: dict[str, Callable[[], int]] = {
+            "status": lambda: _run_status(
+                args, dynamodb, time.time() if now is None else now, environ, out
+            ),
+            "authorize": lambda: _run_authorize(
+                args, lambda_client, environ, out, err, stdin or sys.stdin
+            ),
+            "apps": lambda: _run_apps(
+                args, secrets, environ, out, err, stdin or sys.stdin, prompt or getpass.getpass
+            ),
+            "refresh": lambda: _run_refresh(args, lambda_client, environ, out, err),
+        }
+        return commands[args.command]()
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return _exit_code(exc.code)
-    try:
-        if args.command == "status":
-            clock = time.time() if now is None else now
-            return _run_status(args, dynamodb, clock, environ, out)
-        if args.command == "authorize":
-            return _run_authorize(args, lambda_client, environ, out, err, stdin or sys.stdin)
-        return _run_refresh(args, lambda_client, environ, out, err)
     except OpsError as exc:
         print(f"{PROG}: error: {exc}", file=err)
         return EXIT_USAGE

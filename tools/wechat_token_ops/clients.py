@@ -9,6 +9,7 @@ from .errors import AWSAccessError
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_lambda import LambdaClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
 
 # Longer than the refresher's 300 s timeout; never retried, as a retry would force again.
 INVOKE_READ_TIMEOUT = 310
@@ -42,3 +43,17 @@ def lambda_client() -> LambdaClient:
         return boto3.client("lambda", config=config)
     except Exception as exc:
         raise AWSAccessError(f"Could not create a Lambda client: {exc}") from exc
+
+
+def secrets_client() -> SecretsManagerClient:
+    """Standard retries: reads are safe to retry, and so are puts (ClientRequestToken)."""
+    try:
+        import boto3  # noqa: PLC0415
+        from botocore.config import Config  # noqa: PLC0415
+
+        config = Config(
+            connect_timeout=2, read_timeout=10, retries={"mode": "standard", "max_attempts": 3}
+        )
+        return boto3.client("secretsmanager", config=config)
+    except Exception as exc:
+        raise AWSAccessError(f"Could not create a Secrets Manager client: {exc}") from exc

@@ -2,8 +2,9 @@
 
     OpsError                  base class: the check or the refresh could not be made
     ├── UsageError            the command cannot run as given: a missing or bad setting
-    ├── AWSAccessError        DynamoDB could not be scanned or the refresher invoked
-    │                         (table, function, region, credentials, permissions)
+    ├── AWSAccessError        DynamoDB could not be scanned, the refresher invoked, or a
+    │                         registry secret read or written (names, region, permissions)
+    ├── ConcurrentEditError   a registry secret kept changing while ``apps`` wrote it
     └── RecordSchemaError     a stored record does not match this version's schema
 
 Messages say what to check and never hold a token or a secret.
@@ -22,6 +23,10 @@ class UsageError(OpsError):
 
 class AWSAccessError(OpsError):
     """An AWS call the command needs failed: no client, no table, no permission."""
+
+
+class ConcurrentEditError(OpsError):
+    """A registry secret changed under ``apps add``/``remove`` on every attempt."""
 
 
 class RecordSchemaError(OpsError):

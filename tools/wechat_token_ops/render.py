@@ -18,6 +18,7 @@ from rich.text import Text
 from wechat_token.record import CredentialRecord, iso, wechat_day
 from wechat_token.redaction import redact
 
+from .apps import SHARD_LIMIT_BYTES, Change, Listing
 from .refresh import FAILED
 from .status import ERROR, OK, WARN, classify, has_current_error
 
@@ -47,6 +48,8 @@ STATUS_COLUMNS: Final = (
     "CALLS TODAY",
     "LEASE",
 )
+APPS_COLUMNS: Final = ("STATUS", "APP", "TYPE", "APPID", "AGENTID", "TICKETS", "SHARD")
+_APP_STYLE: Final = {"ok": GREEN, "disabled": YELLOW, "refused": RED}
 REFRESH_COLUMNS: Final = (
     "APP",
     "KIND",
@@ -272,3 +275,70 @@ def refresh_text(entries: Sequence[Mapping[str, Any]], *, color: bool) -> str:
     if not entries:
         return "The refresher answered without any credential entry."
     return render_table(REFRESH_COLUMNS, [_refresh_row(e) for e in entries], color=color)
+
+
+# --- apps -----------------------------------------------------------------------------------
+
+
+def apps_text(listing: Listing, *, color: bool) -> str:
+    """The registry's entries (never a secret), its secrets' fill, and what needs fixing."""
+    rows = [
+        [
+            (row.status.upper(), _APP_STYLE.get(row.status)),
+            (row.app_id, None),
+            (row.type, None),
+            (row.appid, None),
+            (row.agentid or "-", None),
+            (",".join(row.tickets) or "-", None),
+            (row.shard, None),
+        ]
+        for row in listing.rows
+    ]
+    counts = {status: sum(r.status == status for r in listing.rows) for status in _APP_STYLE}
+    parts = [render_table(APPS_COLUMNS, rows, color=color)] if rows else ["No apps."]
+    parts.append(
+        f"{len(listing.rows)} entr{'y' if len(listing.rows) == 1 else 'ies'} in "
+        f"{len(listing.shards)} registry secret(s): {counts['ok']} ok, {counts['disabled']} "
+        f"disabled, {counts['refused']} refused."
+        + "".join(
+            f"\n- {s.shard_id}: {len(s.document)} entr{'y' if len(s.document) == 1 else 'ies'}, "
+            f"{s.size} of {SHARD_LIMIT_BYTES} bytes" + ("" if s.version else " (no value yet)")
+            for s in listing.shards
+        )
+    )
+    attention = [f"- {row.app_id} in {row.shard}: {row.reason}" for row in listing.rows
+                 if row.status == "refused"]  # fmt: skip
+    attention += [
+        f"- registry secret {sid}: {message}" for sid, message in listing.unreadable.items()
+    ]
+    if attention:
+        parts.append("Needs attention:\n" + "\n".join(attention))
+    return "\n\n".join(parts)
+
+
+def change_text(change: Change) -> str:
+    """One line per shard written, and the new shard if one was created."""
+    lines = []
+    if change.created:
+        copied = "its resource policy and KMS key" if change.policy_copied else "its KMS key"
+        lines.append(
+            f"Created registry secret {change.created} ({copied} copied from the first shard)."
+        )
+    kind = f" ({change.type})" if change.type else ""
+    preposition = "to" if change.action == "added" else "from"
+    for shard, version, size, apps in zip(
+        change.shards, change.versions, change.sizes, change.apps, strict=True
+    ):
+        lines.append(
+            f"{change.action.capitalize()} {change.app_id}{kind} {preposition} registry secret "
+            f"{shard}: now {apps} entr{'y' if apps == 1 else 'ies'}, {size} of "
+            f"{SHARD_LIMIT_BYTES} bytes (version {version})."
+        )
+    lines.append(
+        "The refresher sees the change within its registry cache (60 s) and refreshes the "
+        "app on its next scheduled run."
+        if change.action == "added"
+        else "The refresher stops refreshing it within its registry cache (60 s); its record "
+        "stays in the table until it expires."
+    )
+    return "\n".join(lines)

@@ -112,6 +112,16 @@ class BusyError(WeChatAPIError):
     retryable = True
 
 
+class RateCeilingError(RefreshError):
+    """The deployment's own ceiling on WeChat calls per second left no permit in time."""
+
+    error_class = ErrorClass.BUSY
+
+    @property
+    def code(self) -> str:
+        return "rate_ceiling"
+
+
 class WeChatConfigError(WeChatAPIError):
     error_class = ErrorClass.CONFIGURATION
 

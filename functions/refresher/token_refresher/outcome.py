@@ -7,11 +7,14 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wechat_token.record import ACCESS_TOKEN, CredentialKey, CredentialRecord, iso
 
 from .errors import ErrorClass, RefresherError
+
+if TYPE_CHECKING:
+    from .planner import PlanReport
 from .registry import STABLE
 
 # At most this many failures are named in a summary or an error message; the rest are
@@ -206,6 +209,11 @@ class RunSummary:
     invalid_entries: tuple[tuple[str, str], ...] = ()
     registry_fallback: bool = False
     notes: tuple[str, ...] = field(default=())
+    # Registry secrets (shards) that could not be read at all: their apps were not loaded.
+    unreadable_shards: tuple[tuple[str, str], ...] = ()
+    # A scheduled run's plan, and each third-party platform's verify-ticket age.
+    plan: PlanReport | None = None
+    ticket_ages: tuple[float, ...] = ()
 
     @classmethod
     def of(cls, outcomes: Iterable[Outcome], **extra: Any) -> RunSummary:
@@ -227,19 +235,22 @@ class RunSummary:
 
     @property
     def failed(self) -> int:
-        return len(self.failures) + len(self.invalid_entries)
+        return len(self.failures) + len(self.invalid_entries) + len(self.unreadable_shards)
 
     def counts(self) -> dict[str, int]:
         return dict(sorted(Counter(str(o.status) for o in self.outcomes).items()))
 
     def error_classes(self) -> dict[str, int]:
         classes = Counter(str(o.error_class) for o in self.outcomes if o.error_class)
-        if self.invalid_entries:
-            classes[str(ErrorClass.REGISTRY)] += len(self.invalid_entries)
+        if self.invalid_entries or self.unreadable_shards:
+            classes[str(ErrorClass.REGISTRY)] += len(self.invalid_entries) + len(
+                self.unreadable_shards
+            )
         return dict(sorted(classes.items()))
 
     def named_failures(self) -> list[str]:
-        named = [f"{o.key}: {o.error_code or o.status}" for o in self.failures[:MAX_NAMED]] + [
+        named = [f"registry secret {shard}: {why[:200]}" for shard, why in self.unreadable_shards]
+        named += [f"{o.key}: {o.error_code or o.status}" for o in self.failures[:MAX_NAMED]] + [
             f"registry entry {key}: {why[:200]}" for key, why in self.invalid_entries[:MAX_NAMED]
         ]
         return named[:MAX_NAMED]
@@ -266,6 +277,12 @@ class RunSummary:
             ]
         if self.registry_fallback:
             data["registry_fallback"] = True
+        if self.unreadable_shards:
+            data["unreadable_registry_secrets"] = [
+                {"secret": shard, "message": message} for shard, message in self.unreadable_shards
+            ]
+        if self.plan is not None:
+            data["plan"] = self.plan.as_dict()
         if self.notes:
             data["notes"] = list(self.notes)
         return data

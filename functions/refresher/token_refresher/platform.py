@@ -30,9 +30,11 @@ from wechat_token.record import (
     ticket_key,
 )
 
+from .due import DueIndex
 from .errors import NoTokenError, RefreshError
+from .policy import Rules, due_after_success
 from .refresh_tokens import RefreshTokenCipher
-from .registry import AppConfig
+from .registry import AUTHORIZER, AppConfig
 from .token_store import RefreshTokenCopy, TokenStore, Update
 from .wechat_api import FetchedCredential, WeChatTokenAPI
 
@@ -54,6 +56,10 @@ def pending_index_key(component_appid: str) -> str:
     return PENDING_PREFIX + component_appid
 
 
+# Workers that find an authorizer's refresh token refused claim the reconciliation first.
+RECONCILE_SPACING_SECONDS = 120.0
+
+
 @dataclass(frozen=True, slots=True)
 class PlatformContext:
     """What an authorizer's fetch needs: its component's token (value hidden)."""
@@ -70,11 +76,22 @@ class Platform:
         api: WeChatTokenAPI,
         cipher: RefreshTokenCipher | None,
         clock: Callable[[], float],
+        *,
+        due_index: DueIndex | None = None,
+        rules: Rules | None = None,
+        expiry_margin_seconds: float = 300.0,
     ) -> None:
         self.store = store
         self.api = api
         self._cipher = cipher
         self._clock = clock
+        self._due_index = due_index or DueIndex()
+        self._rules = rules or Rules()
+        self._expiry_margin = expiry_margin_seconds
+
+    def _due(self, app_id: str, at: float) -> dict[str, str | float]:
+        """An authorizer's due-index entry (``at`` must lie ahead of the planner's runs)."""
+        return self._due_index.due(app_id, AUTHORIZER, at).attributes()
 
     @property
     def cipher(self) -> RefreshTokenCipher:
@@ -214,9 +231,12 @@ class Platform:
             fingerprint(fetched.refresh_token),
             fetched.sent_at,
         )
+        expires_at = fetched.sent_at + fetched.expires_in - self._expiry_margin
+        due = due_after_success(expires_at, None, AUTHORIZER, self._rules, now=now)
         update = Update().set(
             value=fetched.value,
-            expires_at=fetched.sent_at + fetched.expires_in - 300.0,
+            expires_at=expires_at,
+            **self._due(authorizer.app_id, due),
             fetched_at=fetched.sent_at,
             last_success_at=fetched.sent_at,
             source=fetched.source,
@@ -259,6 +279,8 @@ class Platform:
             "previous_valid_until",
             "lease_owner",
             "lease_until",
+            "due_shard",
+            "due_at",
         )
         update.when(
             "attribute_not_exists({create_time}) OR {create_time} < :created", created=created
@@ -299,6 +321,18 @@ class Platform:
             logger.warning("%s: no valid verify ticket; asked WeChat to push one", component.app_id)
 
     # -- reconciliation ------------------------------------------------------------------
+
+    def claim_reconcile(self, component: AppConfig, now: float) -> bool:
+        """Whether this worker may reconcile the component now: one claim per
+        ``RECONCILE_SPACING_SECONDS``, so that a thousand authorizers failing at once lead
+        to one ``api_get_authorizer_list`` pass, not a thousand."""
+        update = Update().set(reconcile_claimed_at=now)
+        update.when(
+            "attribute_not_exists({reconcile_claimed_at}) OR {reconcile_claimed_at} <= :before",
+            before=now - RECONCILE_SPACING_SECONDS,
+        )
+        key = CredentialKey(component.app_id, Kind.COMPONENT_ACCESS_TOKEN)
+        return self.store.update(key, update).ok
 
     def reconcile(self, component: AppConfig, reason: str) -> int:
         """Repair authorizers' refresh tokens from api_get_authorizer_list; how many."""
@@ -351,7 +385,12 @@ class Platform:
         copy = RefreshTokenCopy(
             self.cipher.encrypt(authorizer.app_id, refresh_token), fp, listed_at
         )
-        update = Update().set(component_appid=component.app_id, **copy.attributes())
+        # Due at once: the next planner run refreshes it with the restored refresh token.
+        update = Update().set(
+            component_appid=component.app_id,
+            **copy.attributes(),
+            **self._due(authorizer.app_id, self._clock() + 5.0),
+        )
         update.remove("revoked_at")
         if record is not None and record.last_error_code in REFRESH_TOKEN_ERRORS:
             # The error was the refresh token's, which is replaced now: left recorded, a

@@ -54,6 +54,8 @@ class Rules:
     max_cooldown_seconds: float = 3600.0
     consumer_daily_cap: int = 100
     configuration_hold_seconds: float = 600.0
+    # A failed scheduled refresh is due again this much later (the next planner run).
+    failure_retry_seconds: float = 60.0
 
     def renew_below(self, app_type: str) -> float:
         return self.stable_renew_below_seconds if app_type == STABLE else self.renew_below_seconds
@@ -142,6 +144,51 @@ def _skip_passive(
     if not record.is_valid(now) or verdict is Verdict.REJECTED:
         return None  # nothing usable is stored, or WeChat itself says it is dead
     return Status.TOKEN_ACCEPTED if verdict is Verdict.ACCEPTED else Status.UNVERIFIED
+
+
+def due_after_success(
+    expires_at: float,
+    renewable_at: float | None,
+    app_type: str,
+    rules: Rules,
+    *,
+    now: float,
+    probe_every: float | None = None,
+) -> float:
+    """When a freshly stored value is next due: its renewal point (``is_due``), or when the
+    endpoint will hand out a new value, whichever is later; sooner when the stored token
+    is probed (``probe_every``: asked about every so often, to find foreign fetches)."""
+    due = expires_at - rules.renew_below(app_type)
+    if renewable_at is not None:
+        due = max(due, renewable_at)
+    return min(due, now + probe_every) if probe_every is not None else due
+
+
+def due_after_failure(now: float, rules: Rules) -> float:
+    """When a failed credential is due again: the next run. A configuration error is then
+    held (not retried) for ``configuration_hold_seconds``, but each run still reports it."""
+    return now + rules.failure_retry_seconds
+
+
+def due_of(
+    record: CredentialRecord,
+    app_type: str,
+    rules: Rules,
+    now: float,
+    *,
+    probe_every: float | None = None,
+) -> float | None:
+    """When ``record`` as it stands is next due (None: never again, e.g. revoked): what the
+    due index must say, so that an entry found wrong (lost, stale) can be put right."""
+    if record.is_revoked:
+        return None
+    if record.error_is_current():
+        return due_after_failure(now, rules)
+    if not record.has_value or record.expires_at is None:
+        return now
+    return due_after_success(
+        record.expires_at, record.renewable_at, app_type, rules, now=now, probe_every=probe_every
+    )
 
 
 def needs_verdict(record: CredentialRecord, trigger: Trigger, now: float) -> bool:

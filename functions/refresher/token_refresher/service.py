@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
@@ -29,6 +29,7 @@ from wechat_token.settings import WECHAT_GRACE_SECONDS, WECHAT_SERVER_SKEW_SECON
 
 from . import policy
 from .deadline import Deadline, Stopwatch
+from .due import Due, DueIndex, lane_of, lanes_of
 from .errors import (
     DeadlineError,
     EventError,
@@ -36,17 +37,21 @@ from .errors import (
     NoTokenError,
     RefresherError,
     RefreshError,
+    RegistryError,
 )
 from .outcome import Outcome, RunSummary, Status
+from .planner import Planner
 from .platform import Platform
 from .policy import Rules, Verdict
+from .rate_limit import DEPLOYMENT, CallRateLimiter, Limits, component_scope
 from .refresh_tokens import RefreshTokenCipher
 from .registry import AUTHORIZER, COMPONENT, STABLE, AppConfig, Registry, RegistryLoader
 from .retry import RetryPolicy, call_with_retries
 from .settings import Settings
-from .token_store import Lease, NewValue, TokenStore
+from .token_store import FirstCall, Lease, NewValue, TokenStore
 from .triggers import Authorize, Forced, Passive, Scheduled, Trigger
 from .wechat_api import FetchedCredential, WeChatTokenAPI
+from .work_queue import InlineWorkQueue, WorkQueue
 
 logger = logging.getLogger("wechat_token.refresher")
 
@@ -57,6 +62,9 @@ CONFIRM_PAUSE_SECONDS = 1.0
 # A passive report WeChat contradicted is answered from memory for this long.
 ACCEPTED_MEMORY_SECONDS = 30.0
 LEASE_POLL_SECONDS = 2.0
+# A credential's due time is filed at least this far ahead of the write: the planner plans
+# (planned_until, now], so an entry filed at or before a run that has planned is never lost.
+DUE_AHEAD_SECONDS = 5.0
 # A verify ticket is valid 12 hours after WeChat pushed it.
 TICKET_LIFE_SECONDS = 43_200.0
 
@@ -121,16 +129,37 @@ class RefreshService:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         refresh_tokens: RefreshTokenCipher | None = None,
+        queue: WorkQueue | None = None,
     ) -> None:
         self.settings = settings
         self.rules = settings.rules()
         self.store = store
         self.api = api
         self.registry = registry
-        self.platform = Platform(store, api, refresh_tokens, clock)
+        self.due_index = DueIndex(settings.due_index_shards)
+        self.platform = Platform(
+            store,
+            api,
+            refresh_tokens,
+            clock,
+            due_index=self.due_index,
+            rules=self.rules,
+            expiry_margin_seconds=settings.expiry_skew_seconds,
+        )
+        self.planner = Planner(store, self.due_index, sweep_per_run=settings.sweep_per_run)
+        # Where the plan goes: the work queue (SQS), or this process's own worker.
+        self.queue: WorkQueue = queue or InlineWorkQueue(self.work)
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self.limiter = CallRateLimiter(
+            store,
+            Limits(settings.wechat_calls_per_second, settings.component_calls_per_second),
+            clock=clock,
+            sleep=sleep,
+            rng=self._rng,
+        )
+        self._work_deadline: Deadline | None = None
         self._retry = RetryPolicy(max_attempts=settings.max_attempts)
         # Per execution environment: when each token was last probed, and reports WeChat
         # recently contradicted (key, fingerprint) -> until.
@@ -150,17 +179,23 @@ class RefreshService:
         if isinstance(trigger, Passive):
             return self.report(trigger, deadline)
         registry = self.registry.load()
+        extra: dict[str, Any] = {}
         if isinstance(trigger, Authorize):
             outcomes = [self._authorized(registry, trigger, deadline)]
         elif isinstance(trigger, Forced):
             app = self._app(registry, trigger.app_id, operator=True)
             outcomes = self._forced(app, trigger, deadline)
+        elif trigger.app_id is not None:
+            app = self._app(registry, trigger.app_id, operator=True)
+            outcomes = self._app_outcomes(app, trigger, deadline)
         else:
-            outcomes = self._scheduled(registry, trigger, deadline)
+            outcomes, extra = self._plan(registry, trigger, deadline)
         return RunSummary.of(
             outcomes,
             invalid_entries=tuple(sorted(registry.invalid.items())),
             registry_fallback=registry.fallback,
+            unreadable_shards=tuple(sorted(registry.unreadable.items())),
+            **extra,
         )
 
     def report(self, trigger: Passive, deadline: Deadline | None = None) -> RunSummary:
@@ -177,25 +212,112 @@ class RefreshService:
 
     # -- fan-out ------------------------------------------------------------------------
 
-    def _scheduled(
+    def _plan(
         self, registry: Registry, trigger: Scheduled, deadline: Deadline
-    ) -> list[Outcome]:
-        if trigger.app_id is not None:
-            apps = [self._app(registry, trigger.app_id, operator=True)]
-        else:
-            apps = [
-                app for app in registry.values() if not trigger.types or app.type in trigger.types
-            ]
-        if not apps:
-            return []
-        if len(apps) == 1:
-            return self._app_outcomes(apps[0], trigger, deadline)
-        workers = max(1, min(self.settings.concurrency, len(apps)))
+    ) -> tuple[list[Outcome], dict[str, Any]]:
+        """The scheduled run: plan the due apps from the due index and send them to the
+        work queue (outcomes only when the worker runs in this process); then each
+        platform's own steps (authorization events, the nightly reconciliation, the
+        verify-ticket age)."""
+        lanes = lanes_of(trigger.types)
+        outcomes: list[Outcome] = []
+
+        def send(app_ids: list[str]) -> None:
+            self._work_deadline = deadline  # an in-process worker shares the run's time
+            try:
+                outcomes.extend(self.queue.send(app_ids))
+            finally:
+                self._work_deadline = None
+
+        report = self.planner.plan(registry, lanes, deadline.now(), send)
+        ages: list[float] = []
+        for component in registry.values():
+            if component.type == COMPONENT and lane_of(COMPONENT) in lanes:
+                ages.append(self._platform_steps(component, deadline))
+        return outcomes, {"plan": report, "ticket_ages": tuple(ages)}
+
+    def _platform_steps(self, component: AppConfig, deadline: Deadline) -> float:
+        """A component's steps outside its credentials; the age of its verify ticket."""
+        for key in self._guard_platform(component, self.platform.pending_events) or []:
+            self._guard_platform(component, partial(self.platform.handle_event, key=key))
+        if self._reconcile_due(component, deadline.now()):
+            self._guard_platform(component, partial(self.platform.reconcile, reason="nightly"))
+        return self._ticket_age(component, deadline.now())
+
+    # -- the worker ---------------------------------------------------------------------------
+
+    def work(self, app_ids: Sequence[str], deadline: Deadline | None = None) -> list[Outcome]:
+        """The planned apps' credentials, each through its full refresh (in-process)."""
+        deadline = deadline or self._work_deadline or self.deadline()
+        registry = self.registry.load()
+        units = list(dict.fromkeys(app_ids))
+
+        def one(app_id: str) -> list[Outcome]:
+            try:
+                return self.work_one(app_id, registry, deadline)
+            except RegistryError as error:
+                logger.error("%s: %s", app_id, error)
+                return []
+
+        if len(units) <= 1:
+            return [outcome for app_id in units for outcome in one(app_id)]
+        workers = max(1, min(self.settings.concurrency, len(units)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh") as pool:
-            batches = pool.map(
-                partial(self._app_outcomes, trigger=trigger, deadline=deadline), apps
+            return [outcome for batch in pool.map(one, units) for outcome in batch]
+
+    def work_one(self, app_id: str, registry: Registry, deadline: Deadline) -> list[Outcome]:
+        """One planned app: its token and tickets, a component's token, or an authorizer's
+        token. An app no longer registered is taken out of the due index; one whose
+        registry shard cannot be read raises ``RegistryError`` (its message comes back)."""
+        app = self._registered(registry, app_id)
+        if app is None:
+            if registry.unreadable:
+                raise RegistryError(
+                    f"{app_id!r} is not in the registry as read, and registry secret(s) "
+                    f"{', '.join(sorted(registry.unreadable))} could not be read: it is "
+                    "retried when the message comes back"
+                )
+            self._unfile(app_id)
+            return []
+        scheduled = Scheduled()
+        if app.type == COMPONENT:
+            return [
+                self._guarded(Credential(app, Kind.COMPONENT_ACCESS_TOKEN), scheduled, deadline)
+            ]
+        if app.type != AUTHORIZER:
+            return self._app_outcomes(app, scheduled, deadline)
+        outcome = self._guarded(Credential(app), scheduled, deadline)
+        assert app.component is not None
+        if outcome.status is Status.FAILED and outcome.error_code in ("61023", "no_token"):
+            reason = f"{app.app_id}: refresh token refused or missing"
+            if self.platform.claim_reconcile(app.component, deadline.now()) and (
+                self._guard_platform(app.component, partial(self.platform.reconcile, reason=reason))
+            ):
+                outcome = self._guarded(Credential(app), scheduled, deadline)
+        return [outcome]
+
+    def _registered(self, registry: Registry, app_id: str) -> AppConfig | None:
+        if app_id in registry:
+            return registry[app_id]
+        component_id, _, authorizer = app_id.partition(":")
+        component = registry.apps.get(component_id)
+        if component is not None and component.type == COMPONENT and authorizer:
+            return AppConfig.authorizer(component, authorizer)
+        return None
+
+    def _unfile(self, app_id: str) -> None:
+        """An app no longer in the registry: its records leave the due index."""
+        for kind in Kind:
+            record = (
+                self.store.find(CredentialKey(app_id, kind))
+                if kind.is_ticket or kind in (ACCESS_TOKEN, Kind.COMPONENT_ACCESS_TOKEN)
+                else None
             )
-            return [outcome for batch in batches for outcome in batch]
+            if record is not None and record.due_at is not None:
+                self.store.set_due(record.key, None, was=record.due_at)
+                logger.warning(
+                    "%s: not in the registry any more; taken out of the due index", record.key
+                )
 
     def _authorized(self, registry: Registry, trigger: Authorize, deadline: Deadline) -> Outcome:
         """An operator's authorization code: exchanged now; the authorizer's outcome."""
@@ -240,8 +362,7 @@ class RefreshService:
     def _component_outcomes(
         self, app: AppConfig, trigger: Scheduled | Forced, deadline: Deadline
     ) -> list[Outcome]:
-        token = self._guarded(Credential(app, Kind.COMPONENT_ACCESS_TOKEN), trigger, deadline)
-        outcomes = [replace(token, ticket_age=self._ticket_age(app, deadline.now()))]
+        outcomes = [self._guarded(Credential(app, Kind.COMPONENT_ACCESS_TOKEN), trigger, deadline)]
         for key in self._guard_platform(app, self.platform.pending_events) or []:
             self._guard_platform(app, partial(self.platform.handle_event, key=key))
         authorizers = self._guard_platform(app, self.platform.authorizers) or []
@@ -339,6 +460,8 @@ class RefreshService:
         verdict = self._verdict(cred, record, trigger, deadline)
         decision = _Decision(trigger, self.rules, cred.app.type, deadline, ticketing, verdict)
         if (why := decision.why(record)) is not None:
+            if isinstance(trigger, Scheduled):
+                self._refile(cred, record, why, deadline.now())
             return self._skipped(record, why, deadline)
         lease = self._acquire(cred, record, decision)  # 2. lease
         if not isinstance(lease, Lease):  # held by someone else: what it left, or held
@@ -346,6 +469,8 @@ class RefreshService:
         with lease:  # released on any surprise
             why = decision.why(lease.record)
             if why is not None:  # 3. double-check, on the record as the lease found it
+                scheduled = isinstance(trigger, Scheduled)
+                lease.release(self._due(cred, lease.record, deadline.now()) if scheduled else None)
                 return self._skipped(lease.record, why, deadline)
             foreign = policy.is_foreign_rotation(lease.record, deadline.now(), verdict)
             if foreign:
@@ -358,9 +483,25 @@ class RefreshService:
                     new = replace(new, refresh_token=copy)
                 if fetched.value == lease.record.value:
                     new = self._handed_out_again(cred, new, fetched, lease.record)
-                stored = lease.commit(new)  # 4. fenced write, 5. releases the lease
+                due = policy.due_after_success(
+                    new.expires_at,
+                    new.renewable_at,
+                    cred.app.type,
+                    self.rules,
+                    now=deadline.now(),
+                    probe_every=self._probe_every(cred),
+                )
+                # 4. fenced write, 5. releases the lease
+                stored = lease.commit(new, self._filed(cred, due, deadline.now()))
             except RefreshError as error:
-                lease.fail(error, deadline.now(), triggered=not isinstance(trigger, Scheduled))
+                scheduled = isinstance(trigger, Scheduled)
+                retry = policy.due_after_failure(deadline.now(), self.rules)
+                lease.fail(
+                    error,
+                    deadline.now(),
+                    triggered=not scheduled,
+                    due=self._filed(cred, retry, deadline.now()) if scheduled else None,
+                )
                 logger.error("%s: refresh failed (%s): %s", cred.key, error.code, error)
                 calls = lease.record.calls_today(deadline.now()) - record.calls_today(
                     deadline.now()
@@ -402,6 +543,34 @@ class RefreshService:
             )
         return Outcome.skipped(record, status, now, self._budget)
 
+    # -- the due index --------------------------------------------------------------------
+
+    def _filed(self, cred: Credential, at: float, now: float) -> Due:
+        """The credential's due-index entry at ``at``, always ahead of the planner runs
+        that have already planned (so that the next one finds it)."""
+        return self.due_index.due(cred.app.app_id, cred.app.type, max(at, now + DUE_AHEAD_SECONDS))
+
+    def _due(self, cred: Credential, record: CredentialRecord, now: float) -> Due | None:
+        at = policy.due_of(
+            record, cred.app.type, self.rules, now, probe_every=self._probe_every(cred)
+        )
+        return None if at is None else self._filed(cred, at, now)
+
+    def _refile(self, cred: Credential, record: CredentialRecord, why: Status, now: float) -> None:
+        """A scheduled skip: put the record's due-index entry right if it is wrong (lost,
+        stale, filed before this version), so that the planner does not send it again."""
+        if why not in (Status.NOT_DUE, Status.CONFIGURATION_HOLD, Status.REVOKED):
+            return
+        due = self._due(cred, record, now)
+        if due is None:
+            if record.due_at is not None:
+                self.store.set_due(record.key, None, was=record.due_at)
+            return
+        filed = record.due_at is not None and record.due_shard == due.shard
+        if filed and record.due_at is not None and record.due_at > now:
+            return  # filed ahead of now: the planner finds it when it comes
+        self.store.set_due(record.key, due, was=record.due_at)
+
     def _ticketing(self, cred: Credential, now: float) -> _Ticketing:
         """A ticket is fetched with, and bound to, the app's current access token."""
         if not cred.kind.is_ticket:
@@ -425,9 +594,17 @@ class RefreshService:
         deadline = decision.deadline
         triggered = not isinstance(decision.trigger, Scheduled)
         owner = deadline.lease_owner()
+        cap = self.rules.consumer_daily_cap if isinstance(decision.trigger, Passive) else None
+        first_call = FirstCall(self._budget, cap)
         for _ in range(2):
             lease = self.store.acquire(
-                cred.key, owner, deadline.now(), deadline.lease_until(), triggered=triggered
+                cred.key,
+                owner,
+                deadline.now(),
+                deadline.lease_until(),
+                triggered=triggered,
+                basis=record,
+                first_call=first_call,
             )
             if lease is not None or triggered:
                 return lease or record
@@ -463,7 +640,9 @@ class RefreshService:
         def time_left() -> float:
             return min(deadline.left(), lease.until - deadline.now() - 5.0)
 
-        attempt = partial(self._attempt, cred, lease, force, decision.ticketing, consumer_cap)
+        attempt = partial(
+            self._attempt, cred, lease, force, decision.ticketing, consumer_cap, time_left
+        )
         fetched = call_with_retries(
             attempt,
             policy=self._retry,
@@ -535,8 +714,10 @@ class RefreshService:
         force: bool,
         ticketing: _Ticketing,
         consumer_cap: int | None,
+        time_left: Callable[[], float],
     ) -> FetchedCredential:
-        def count() -> None:
+        def count() -> None:  # every WeChat call: a permit of the rate ceiling, then its count
+            self.limiter.take(self._scopes(cred.app), time_left=time_left)
             lease.count_call(self._clock(), self._budget, consumer_cap=consumer_cap)
 
         count()
@@ -548,6 +729,15 @@ class RefreshService:
         if cred.app.type == AUTHORIZER:
             return self.platform.fetch_authorizer_token(cred.app, lease.record)
         return self.api.fetch_token(cred.app, force=force)
+
+    @staticmethod
+    def _scopes(app: AppConfig) -> tuple[str, ...]:
+        """The rate ceilings a call for ``app`` counts against."""
+        if app.type == COMPONENT:
+            return (DEPLOYMENT, component_scope(app.app_id))
+        if app.type == AUTHORIZER and app.component is not None:
+            return (DEPLOYMENT, component_scope(app.component.app_id))
+        return (DEPLOYMENT,)
 
     def _force(self, cred: Credential, lease: Lease, decision: _Decision) -> bool:
         """Whether this stable-token fetch uses force_refresh (WeChat: 20 a day, 30 s apart):
@@ -635,6 +825,12 @@ class RefreshService:
         if verdict is Verdict.ACCEPTED and isinstance(trigger, Passive):
             self._accepted[(cred.key, record.fingerprint() or "")] = now + ACCEPTED_MEMORY_SECONDS
         return verdict
+
+    def _probe_every(self, cred: Credential) -> float | None:
+        """How often the scheduled probe asks WeChat about this credential's stored token
+        (None: never): its due-index entry comes that often, so that a worker looks."""
+        probed = cred.kind is ACCESS_TOKEN and self.settings.probe_stored_tokens
+        return self.settings.probe_interval_seconds if probed else None
 
     def _probe_due(
         self, cred: Credential, record: CredentialRecord, trigger: Trigger, now: float

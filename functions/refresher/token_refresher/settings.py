@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from wechat_token.registry_format import RegistryFormatError, check_prefix, parse_secret_ids
 from wechat_token.settings import (
     DEFAULT_DAILY_CALL_BUDGET,
     SAFE_MAX_CACHE_SECONDS,
@@ -72,6 +73,11 @@ class Settings:
     force_min_interval_seconds: float = SAFE_MAX_CACHE_SECONDS
     configuration_hold_seconds: float = 600.0
     registry_cache_seconds: float = 60.0
+    # The registry's shards: every id of WECHAT_APPS_SECRET_ID (comma-separated; the first
+    # is registry_secret_id, the one messages name; empty: just registry_secret_id), and
+    # every secret whose name starts with WECHAT_APPS_SECRET_PREFIX.
+    registry_secret_ids: tuple[str, ...] = ()
+    registry_secret_prefix: str | None = None
     # Ask a business API whether WeChat still accepts the stored token, at most this often
     # per credential (each scheduled run looks; the probe is outside the token quota).
     probe_stored_tokens: bool = True
@@ -80,6 +86,16 @@ class Settings:
     probe_interval_seconds: float = 300.0
     # Third-party platforms: the KMS key authorizers' refresh tokens are encrypted with.
     refresh_token_kms_key_id: str | None = None
+    # Fan-out: the queue the planner sends one message per due app to (None: the worker
+    # runs in the planner's own process), the due index's shards per lane, and how many
+    # credentials the daily sweep sends per run.
+    work_queue_url: str | None = None
+    due_index_shards: int = 4
+    sweep_per_run: int = 2000
+    # Ceilings on WeChat token-endpoint calls per second, shared by every worker: the whole
+    # deployment's, and each third-party platform's (its component and authorizer tokens).
+    wechat_calls_per_second: float = 200.0
+    component_calls_per_second: float = 200.0
 
     @classmethod
     def from_env(cls, env: Environment | None = None) -> Settings:
@@ -96,14 +112,12 @@ class Settings:
             name: env_int(env, variable, getattr(cls, name), low, high, error=e)
             for name, variable, low, high in _INTEGERS
         }
+        secret_ids, secret_prefix = _registry_secrets(env)
         settings = cls(
             table_name=env_text(env, TABLE_ENV, what="the DynamoDB table's name", error=e),
-            registry_secret_id=env_text(
-                env,
-                "WECHAT_APPS_SECRET_ID",
-                what="the Secrets Manager id of the app registry",
-                error=e,
-            ),
+            registry_secret_id=secret_ids[0],
+            registry_secret_ids=secret_ids,
+            registry_secret_prefix=secret_prefix,
             wechat_api_base_url=env_url(
                 env, "WECHAT_API_BASE_URL", cls.wechat_api_base_url, error=e
             ),
@@ -116,11 +130,21 @@ class Settings:
                 env, "PROBE_STORED_TOKENS", cls.probe_stored_tokens, error=e
             ),
             refresh_token_kms_key_id=env.get("REFRESH_TOKEN_KMS_KEY_ID", "").strip() or None,
+            work_queue_url=env.get("WORK_QUEUE_URL", "").strip() or None,
             **numbers,
             **whole,
         )
         settings.check()
         return settings
+
+    def __post_init__(self) -> None:
+        if not self.registry_secret_ids:
+            object.__setattr__(self, "registry_secret_ids", (self.registry_secret_id,))
+        elif self.registry_secret_ids[0] != self.registry_secret_id:
+            raise SettingsError(
+                "registry_secret_id must be the first of registry_secret_ids (the ids of "
+                "WECHAT_APPS_SECRET_ID, in order)."
+            )
 
     def check(self) -> None:
         """Refuse combinations under which a token could expire between two runs."""
@@ -170,6 +194,23 @@ class Settings:
         return 2 * self.http_timeout_seconds + 2.0
 
 
+def _registry_secrets(env: Environment) -> tuple[tuple[str, ...], str | None]:
+    """WECHAT_APPS_SECRET_ID (one id or ARN, or several separated by commas) and the
+    optional WECHAT_APPS_SECRET_PREFIX: the registry's shards (README, "Many secrets")."""
+    text = env_text(
+        env,
+        "WECHAT_APPS_SECRET_ID",
+        what="the Secrets Manager id of the app registry (several: separated by commas)",
+        error=SettingsError,
+    )
+    try:
+        ids = parse_secret_ids(text)
+        prefix = check_prefix(env.get("WECHAT_APPS_SECRET_PREFIX"))
+    except RegistryFormatError as exc:
+        raise SettingsError(str(exc)) from None
+    return ids, prefix
+
+
 # (field, environment variable, lowest, highest) of the numeric settings.
 _NUMBERS: tuple[tuple[str, str, float, float], ...] = (
     ("refresh_interval_seconds", "REFRESH_INTERVAL_SECONDS", 60, 6000),
@@ -185,10 +226,16 @@ _NUMBERS: tuple[tuple[str, str, float, float], ...] = (
     ("passive_min_interval_seconds", "PASSIVE_MIN_INTERVAL_SECONDS", 30, 3600),
     # No trigger may rotate a credential younger than the consumers' safe maximum cache.
     ("force_min_interval_seconds", "FORCE_MIN_INTERVAL_SECONDS", SAFE_MAX_CACHE_SECONDS, 3600),
+    ("wechat_calls_per_second", "WECHAT_CALLS_PER_SECOND", 1, 10_000),
+    ("component_calls_per_second", "COMPONENT_CALLS_PER_SECOND", 1, 10_000),
 )
 _INTEGERS: tuple[tuple[str, str, int, int], ...] = (
     ("stable_force_daily_limit", "STABLE_FORCE_DAILY_LIMIT", 0, 20),
     ("stable_calls_per_run", "STABLE_CALLS_PER_RUN", 1, 6),
     ("concurrency", "REFRESH_CONCURRENCY", 1, 256),
     ("max_attempts", "WECHAT_MAX_ATTEMPTS", 1, 10),
+    # Changing the shard count re-files credentials only as they are written: the sweep
+    # finds the rest within a day.
+    ("due_index_shards", "DUE_INDEX_SHARDS", 1, 64),
+    ("sweep_per_run", "SWEEP_CREDENTIALS_PER_RUN", 1, 100_000),
 )

@@ -11,7 +11,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from .outcome import RunSummary, Status
+from .due import STABLE_LANE
+from .outcome import Outcome, RunSummary, Status
 
 SERVICE = "wechat-token"
 NAMESPACE = "WeChatToken"
@@ -36,28 +37,7 @@ def publish(summary: RunSummary, *, scheduled: bool = True) -> None:
     if summary.registry_fallback:
         metrics.add_metric("RegistryFallback", MetricUnit.Count, 1)
     for outcome in outcomes:
-        fields = outcome.as_dict()
-        log = logger.error if outcome.failed else logger.info
-        log(f"{outcome.app_id}/{outcome.kind}: {outcome.outcome}", extra=fields)
-        if outcome.wechat_calls:
-            metrics.add_metric("WeChatCalls", MetricUnit.Count, outcome.wechat_calls)
-        if outcome.status is Status.REFRESHED:
-            metrics.add_metric("RefreshSuccess", MetricUnit.Count, 1)
-            if outcome.replaced_age is not None:
-                metrics.add_metric("TokenAgeAtRefresh", MetricUnit.Seconds, outcome.replaced_age)
-            if outcome.passive:
-                metrics.add_metric("PassiveRefresh", MetricUnit.Count, 1)
-        elif outcome.failed:
-            with single_metric(
-                name="RefreshFailure",
-                unit=MetricUnit.Count,
-                value=1,
-                namespace=NAMESPACE,
-                default_dimensions={"service": SERVICE},
-            ) as failure:
-                failure.add_dimension("error_class", str(outcome.error_class or outcome.status))
-        if outcome.foreign_rotation:
-            metrics.add_metric("ForeignRotation", MetricUnit.Count, 1)
+        _publish_outcome(outcome)
     remaining = [
         outcome.budget - outcome.calls_today
         for outcome in outcomes
@@ -70,9 +50,7 @@ def publish(summary: RunSummary, *, scheduled: bool = True) -> None:
     least = min_seconds_to_expiry(summary)
     if least is not None:
         metrics.add_metric("MinSecondsToExpiry", MetricUnit.Seconds, least)
-    ages = [o.ticket_age for o in summary.outcomes if o.ticket_age is not None]
-    if ages:  # third-party platforms: how long ago WeChat's last verify-ticket push came
-        metrics.add_metric("MaxSecondsSinceTicketPush", MetricUnit.Seconds, max(ages))
+    _publish_plan(summary)
     # Always reported, so that its alarm's missing-data rule only means "not running".
     stable = min_seconds_to_expiry(summary, stable=True)
     metrics.add_metric(
@@ -82,13 +60,51 @@ def publish(summary: RunSummary, *, scheduled: bool = True) -> None:
     )
 
 
+def _publish_outcome(outcome: Outcome) -> None:
+    fields = outcome.as_dict()
+    log = logger.error if outcome.failed else logger.info
+    log(f"{outcome.app_id}/{outcome.kind}: {outcome.outcome}", extra=fields)
+    if outcome.wechat_calls:
+        metrics.add_metric("WeChatCalls", MetricUnit.Count, outcome.wechat_calls)
+    if outcome.status is Status.REFRESHED:
+        metrics.add_metric("RefreshSuccess", MetricUnit.Count, 1)
+        if outcome.replaced_age is not None:
+            metrics.add_metric("TokenAgeAtRefresh", MetricUnit.Seconds, outcome.replaced_age)
+        if outcome.passive:
+            metrics.add_metric("PassiveRefresh", MetricUnit.Count, 1)
+    elif outcome.failed:
+        with single_metric(
+            name="RefreshFailure",
+            unit=MetricUnit.Count,
+            value=1,
+            namespace=NAMESPACE,
+            default_dimensions={"service": SERVICE},
+        ) as failure:
+            failure.add_dimension("error_class", str(outcome.error_class or outcome.status))
+    if outcome.foreign_rotation:
+        metrics.add_metric("ForeignRotation", MetricUnit.Count, 1)
+
+
+def _publish_plan(summary: RunSummary) -> None:
+    ages = [o.ticket_age for o in summary.outcomes if o.ticket_age is not None]
+    ages += summary.ticket_ages
+    if ages:  # third-party platforms: how long ago WeChat's last verify-ticket push came
+        metrics.add_metric("MaxSecondsSinceTicketPush", MetricUnit.Seconds, max(ages))
+    if summary.plan is not None:
+        metrics.add_metric("PlannedCredentials", MetricUnit.Count, summary.plan.planned)
+    if summary.unreadable_shards:
+        unreadable = len(summary.unreadable_shards)
+        metrics.add_metric("UnreadableRegistrySecrets", MetricUnit.Count, unreadable)
+
+
 # MinStableSecondsToExpiry when the run looked at no stable app's token: a token's life.
 NO_STABLE_TOKEN_SECONDS = 7200.0
 
 
 def min_seconds_to_expiry(summary: RunSummary, *, stable: bool = False) -> float | None:
     """A close-to-expiry alarm's metric: the least time left on any credential the run
-    looked at (a failed one without any stored value counts as 0).
+    looked at (a failed one without any stored value counts as 0), and on the due entries
+    the plan saw but did not send (due earlier and still not renewed, or due soon).
 
     Stable apps' tokens (``stable``) have their own metric: they are renewed in WeChat's
     last 5 minutes, so a healthy one is down to a few minutes every two hours. Otherwise,
@@ -100,6 +116,8 @@ def min_seconds_to_expiry(summary: RunSummary, *, stable: bool = False) -> float
         for o in outcomes
         if o.seconds_to_expiry is not None and (stable or o.renewable_in is None)
     ]
+    if summary.plan is not None:  # due entries the plan saw and did not send (due.py)
+        expiries += [left for lane, left in summary.plan.watched if (lane == STABLE_LANE) is stable]
     if any(o.seconds_to_expiry is None and o.failed for o in outcomes):
         expiries.append(0.0)
     return max(0.0, min(expiries)) if expiries else None

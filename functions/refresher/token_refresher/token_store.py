@@ -14,7 +14,7 @@ Expressions are built from the record schema's field names (``Update``), never s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Self
 from botocore.exceptions import BotoCoreError, ClientError
 from wechat_token.record import (
     COMPONENT_INDEX,
+    DUE_INDEX,
     FIELD_NAMES,
     PK,
     RETIRED_ATTRIBUTES,
@@ -33,12 +34,16 @@ from wechat_token.record import (
     wechat_day,
 )
 
+from .due import Due, DueEntry
 from .errors import BudgetExhaustedError, RefreshError, StoreConflictError, StoreError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 logger = logging.getLogger("wechat_token.refresher")
+
+# The WeChat call-rate counters (rate_limit.py) live in the token table under these keys.
+RATE_PREFIX = "rate#"
 
 
 class Update:
@@ -146,7 +151,15 @@ class TokenStore:
         return CredentialRecord.from_dynamodb(item) if item else None
 
     def acquire(
-        self, key: CredentialKey, owner: str, now: float, until: float, *, triggered: bool
+        self,
+        key: CredentialKey,
+        owner: str,
+        now: float,
+        until: float,
+        *,
+        triggered: bool,
+        basis: CredentialRecord | None = None,
+        first_call: FirstCall | None = None,
     ) -> Lease | None:
         """Take the lease, or ``None`` if someone else holds a live one.
 
@@ -154,52 +167,203 @@ class TokenStore:
         double-check decides on exactly the state the lease replaced. ``triggered`` (a
         forced or passive attempt) stamps ``triggered_at`` in the same write: spacing counts
         attempts, whatever they end in.
+
+        ``first_call`` counts the first WeChat call in the same write (so that a refresh
+        takes two writes: this one and the fenced commit), computed from ``basis`` (the
+        record as last read) and conditioned on the count still being what ``basis`` says;
+        when it moved, the count is computed again from the record as it is. A lease that
+        ends without the call (the double-check skips) takes the count back on release.
         """
-        update = Update().set(lease_owner=owner, lease_until=until)
-        if triggered:
-            update.set(triggered_at=now)
-        # Our own lease counts as free: a retried request whose first answer was lost must
-        # not leave this refresher blocked by its own ghost lease. A lease ends at
-        # lease_until (CredentialRecord.lease_is_live: now < lease_until).
-        update.when(
-            "attribute_not_exists({lease_until}) OR {lease_until} <= :now"
-            " OR {lease_owner} = :owner",
-            now=now,
-            owner=owner,
-        )
-        written = self.update(key, update, ReturnValues="ALL_OLD")
-        if not written.ok:
+        before: CredentialRecord | None = None
+        for _ in range(3):
+            update = Update().set(lease_owner=owner, lease_until=until)
+            if triggered:
+                update.set(triggered_at=now)
+            # Our own lease counts as free: a retried request whose first answer was lost
+            # must not leave this refresher blocked by its own ghost lease. A lease ends at
+            # lease_until (CredentialRecord.lease_is_live: now < lease_until).
+            update.when(
+                "attribute_not_exists({lease_until}) OR {lease_until} <= :now"
+                " OR {lease_owner} = :owner",
+                now=now,
+                owner=owner,
+            )
+            prepaid = first_call.counted(update, basis or _empty(key), now) if first_call else 0
+            written = self.update(
+                key, update, ReturnValues="ALL_OLD", ReturnValuesOnConditionCheckFailure="ALL_OLD"
+            )
+            if written.ok:
+                break
+            current = CredentialRecord.from_dynamodb(written.old) if written.old else None
+            if current is None or (current.lease_is_live(now) and current.lease_owner != owner):
+                return None
+            mine = current.lease_owner == owner and basis is not None
+            if first_call and mine and basis and first_call.landed(current, basis, now):
+                before = basis  # botocore's retry of our own write (first answer lost) found it
+                break
+            basis = current  # free, but its count moved on since it was read: count again
+        else:
             return None
-        before = CredentialRecord.from_dynamodb(written.attributes) if written.attributes else None
+        if written.ok:
+            before = (
+                CredentialRecord.from_dynamodb(written.attributes) if written.attributes else None
+            )
         if before is not None and before.lease_owner == owner and triggered:
             # What ALL_OLD returned is our own lost attempt: its triggered_at stamp is ours,
             # not an earlier attempt's (or the double-check would rate-limit us).
             before = replace(before, triggered_at=None)
-        return Lease(self, key, owner, until, before or _empty(key))
+        lease = Lease(self, key, owner, until, before or _empty(key))
+        if prepaid and first_call is not None:
+            lease.prepay(first_call, now)
+        return lease
 
-    def component_items(self, index_key: str) -> list[CredentialKey]:
-        """Every item in the component index under ``index_key`` (a component's appid: its
-        authorizers; ``pending#`` + it: unprocessed authorization events), by query."""
-        keys: list[CredentialKey] = []
-        start: dict[str, Any] | None = None
+    def set_due(self, key: CredentialKey, due: Due | None, *, was: float | None) -> bool:
+        """Put a credential's due-index entry right (``None``: take it out of the index),
+        unless someone wrote it since it was read as ``was``; True when written."""
+        update = Update()
+        if due is None:
+            update.remove("due_shard", "due_at")
+        else:
+            update.set(**due.attributes())
+        update.when("attribute_exists({app_id})")
+        if was is None:
+            update.when("attribute_not_exists({due_at})")
+        else:
+            update.when("{due_at} = :was", was=was)
+        return self.update(key, update).ok
+
+    def due_entries(
+        self, partition: str, *, until: float, after: float | None = None
+    ) -> list[DueEntry]:
+        """The due index's entries of ``partition`` due at or before ``until`` (and after
+        ``after``), in due order, by query."""
+        condition = "due_shard = :p AND due_at <= :until"
+        values: dict[str, Any] = {":p": {"S": partition}, ":until": attribute_value(until)}
+        if after is not None:
+            condition = "due_shard = :p AND due_at BETWEEN :after AND :until"
+            values[":after"] = attribute_value(after)
+        entries: list[DueEntry] = []
+        for item in self._query(DUE_INDEX, condition, values, CredentialKey(partition, DUE_INDEX)):
+            due_at = float(item["due_at"]["N"])
+            if after is not None and due_at <= after:
+                continue  # BETWEEN is inclusive; the window is (after, until]
+            expires = item.get("expires_at")
+            entries.append(
+                DueEntry(
+                    CredentialKey(item[PK]["S"], item[SK]["S"]),
+                    due_at,
+                    float(expires["N"]) if expires else None,
+                )
+            )
+        return entries
+
+    def _query(
+        self, index: str, condition: str, values: dict[str, Any], where: CredentialKey,
+        limit: int | None = None, start: dict[str, Any] | None = None,
+    ) -> Iterator[dict[str, Any]]:  # fmt: skip
+        """Every item of an index query, page by page (at most ``limit`` in all)."""
+        seen = 0
         while True:
-            extra = {"ExclusiveStartKey": start} if start else {}
+            extra: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
+            if limit is not None:
+                extra["Limit"] = limit - seen
             response = self._call(
                 "query",
-                CredentialKey(index_key, "component-index"),
+                where,
                 lambda extra=extra: self._client.query(  # type: ignore[misc]
                     TableName=self._table,
-                    IndexName=COMPONENT_INDEX,
-                    KeyConditionExpression="component_appid = :c",
-                    ExpressionAttributeValues={":c": {"S": index_key}},
+                    IndexName=index,
+                    KeyConditionExpression=condition,
+                    ExpressionAttributeValues=values,
                     **extra,
                 ),
             )
             for item in response.items:
-                keys.append(CredentialKey(item[PK]["S"], item[SK]["S"]))
+                seen += 1
+                yield item
             start = response.last_key
-            if not start:
-                return keys
+            if not start or (limit is not None and seen >= limit):
+                return
+
+    def take_permits(self, scope: str, second: int, count: int, limit: int) -> bool:
+        """Take ``count`` of the ``limit`` WeChat calls ``scope`` may make in the epoch
+        ``second`` (a counter item shared by every worker, deleted by TTL); False when
+        fewer are left."""
+        item_key = {PK: {"S": f"{RATE_PREFIX}{scope}"}, SK: {"S": str(second)}}
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=item_key,
+                UpdateExpression="ADD calls_count :n SET expires_ttl = :ttl",
+                ConditionExpression="attribute_not_exists(calls_count) OR calls_count <= :most",
+                ExpressionAttributeValues={
+                    ":n": {"N": str(count)},
+                    ":most": {"N": str(limit - count)},
+                    ":ttl": {"N": str(second + 3600)},
+                },
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code == "ConditionalCheckFailedException":
+                return False
+            raise StoreError(
+                f"DynamoDB update of the WeChat call-rate counter {scope!r} failed ({code}); "
+                "check the worker's dynamodb:UpdateItem on the table"
+            ) from None
+        except BotoCoreError as exc:
+            raise StoreError(
+                f"DynamoDB update of the WeChat call-rate counter {scope!r} failed "
+                f"({type(exc).__name__})"
+            ) from None
+        return True
+
+    def read_item(self, key: CredentialKey) -> dict[str, Any] | None:
+        """An item that is not a credential (the planner's state), as DynamoDB returns it."""
+        response = self._call(
+            "read",
+            key,
+            lambda: self._client.get_item(
+                TableName=self._table, Key=key.item_key(), ConsistentRead=True
+            ),
+        )
+        return response.attributes
+
+    def write_item(
+        self, key: CredentialKey, attributes: dict[str, Any], *, expected: str | None
+    ) -> bool:
+        """Replace a non-credential item (the planner's state) if its ``revision`` is still
+        ``expected`` (None: it must not exist yet); False when someone wrote it first."""
+        condition = "attribute_not_exists(revision)" if expected is None else "revision = :expected"
+        extra: dict[str, Any] = {}
+        if expected is not None:
+            extra["ExpressionAttributeValues"] = {":expected": {"S": expected}}
+        written = self._call(
+            "write",
+            key,
+            lambda: self._client.put_item(
+                TableName=self._table,
+                Item={**key.item_key(), **attributes},
+                ConditionExpression=condition,
+                **extra,
+            ),
+        )
+        return written.ok
+
+    def component_items(
+        self, index_key: str, *, after: str | None = None, limit: int | None = None
+    ) -> list[CredentialKey]:
+        """Items in the component index under ``index_key`` (a component's appid: its
+        authorizers; ``pending#`` + it: unprocessed authorization events), by query, in
+        ``app_id`` order (after ``after``, at most ``limit``)."""
+        condition = "component_appid = :c"
+        values: dict[str, Any] = {":c": {"S": index_key}}
+        if after is not None:
+            condition += " AND app_id > :after"
+            values[":after"] = {"S": after}
+        items = self._query(
+            COMPONENT_INDEX, condition, values, CredentialKey(index_key, COMPONENT_INDEX), limit
+        )
+        return [CredentialKey(item[PK]["S"], item[SK]["S"]) for item in items]
 
     def update(self, key: CredentialKey, update: Update, **extra: Any) -> Written:
         """Run one conditional UpdateItem."""
@@ -297,6 +461,50 @@ class RefreshTokenCopy:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class FirstCall:
+    """The first WeChat call of a refresh, counted with the lease (``TokenStore.acquire``):
+    today's budget, and for a consumer's report their daily share."""
+
+    budget: int
+    consumer_cap: int | None = None
+
+    def allowed(self, record: CredentialRecord, now: float) -> bool:
+        if record.calls_today(now) >= self.budget:
+            return False
+        return self.consumer_cap is None or record.consumer_calls_today(now) < self.consumer_cap
+
+    def counted(self, update: Update, basis: CredentialRecord, now: float) -> int:
+        """Add the count to the lease's ``update``, conditioned on ``basis``'s count being
+        the stored one; 0 (nothing added) when the budget is spent: the call's own count
+        then refuses it with the budget's error."""
+        if not self.allowed(basis, now):
+            return 0
+        today = wechat_day(now)
+        update.set(calls_day=today, calls_count=basis.calls_today(now) + 1)
+        _count_is(update, basis.calls_day, basis.calls_count, "calls")
+        if self.consumer_cap is not None:
+            update.set(
+                consumer_calls_day=today,
+                consumer_calls_count=basis.consumer_calls_today(now) + 1,
+            )
+            _count_is(
+                update, basis.consumer_calls_day, basis.consumer_calls_count, "consumer_calls"
+            )
+        return 1
+
+    def landed(self, record: CredentialRecord, basis: CredentialRecord, now: float) -> bool:
+        """Whether ``record`` holds exactly the count this lease's write gave ``basis``."""
+        return record.calls_today(now) == basis.calls_today(now) + 1
+
+
+def _count_is(update: Update, day: str | None, count: int, name: str) -> None:
+    if day is None:
+        update.when(f"attribute_not_exists({{{name}_day}})")
+    else:
+        update.when(f"{{{name}_day}} = :day AND {{{name}_count}} = :count", day=day, count=count)
+
+
 class Lease:
     """A held lease on one credential, and everything that needs it.
 
@@ -318,6 +526,30 @@ class Lease:
         self.until = until
         self.record = record  # as it stood when the lease was taken
         self._done = False
+        # The first WeChat call, counted with the lease and not yet made (FirstCall).
+        self._prepaid: FirstCall | None = None
+
+    def prepay(self, first_call: FirstCall, now: float) -> None:
+        """The lease's write counted the first call: the record as the count left it."""
+        today = wechat_day(now)
+        record = replace(self.record, calls_day=today, calls_count=self.record.calls_today(now) + 1)
+        if first_call.consumer_cap is not None:
+            record = replace(
+                record,
+                consumer_calls_day=today,
+                consumer_calls_count=self.record.consumer_calls_today(now) + 1,
+            )
+        self.record = record
+        self._prepaid = first_call
+
+    def _unpaid(self, update: Update) -> Update:
+        """Take back a first call counted with the lease and never made."""
+        if self._prepaid is not None:
+            update.add("calls_count", -1)
+            if self._prepaid.consumer_cap is not None:
+                update.add("consumer_calls_count", -1)
+            self._prepaid = None
+        return update
 
     def __enter__(self) -> Self:
         return self
@@ -349,6 +581,9 @@ class Lease:
         """
         today = wechat_day(now)
         calls = self.record.calls_today(now)
+        if self._prepaid is not None:
+            self._prepaid = None  # counted with the lease
+            return calls
         if calls >= budget:
             raise self._exhausted(budget, today)
         update = Update().set(calls_day=today, calls_count=calls + 1)
@@ -397,18 +632,23 @@ class Lease:
         self.record = written.record()
         return True
 
-    def commit(self, new: NewValue) -> CredentialRecord:
-        """Store the new value, fenced by version and lease, releasing the lease."""
+    def commit(self, new: NewValue, due: Due) -> CredentialRecord:
+        """Store the new value, fenced by version and lease, releasing the lease, and file
+        it in the due index at ``due``."""
         previous = self.record
         version = previous.version
-        update = Update().set(
-            value=new.value,
-            expires_at=new.expires_at,
-            fetched_at=new.fetched_at,
-            source=new.source,
-            version=version + 1,
-            last_success_at=new.fetched_at,
-            trigger_failures=0,
+        update = (
+            Update()
+            .set(**due.attributes())
+            .set(
+                value=new.value,
+                expires_at=new.expires_at,
+                fetched_at=new.fetched_at,
+                source=new.source,
+                version=version + 1,
+                last_success_at=new.fetched_at,
+                trigger_failures=0,
+            )
         )
         update.remove(
             "lease_owner", "lease_until", "last_error_code", "last_error_class",
@@ -458,13 +698,19 @@ class Lease:
             "value stands."
         )
 
-    def fail(self, error: RefreshError, now: float, *, triggered: bool) -> None:
-        """Note the error and release the lease; the stored value is left as it was.
+    def fail(
+        self, error: RefreshError, now: float, *, triggered: bool, due: Due | None = None
+    ) -> None:
+        """Note the error and release the lease; the stored value is left as it was. A
+        scheduled failure is filed in the due index again at ``due`` (its retry).
 
         A triggered attempt that failed for a reason that says "not now" (busy, quota,
         transport) lengthens the next trigger's cool-down.
         """
-        update = Update().set(
+        update = self._unpaid(Update())
+        if due is not None:
+            update.set(**due.attributes())
+        update.set(
             last_error_code=error.code,
             last_error_class=str(error.error_class),
             last_error_message=str(error)[:500],
@@ -476,6 +722,11 @@ class Lease:
         self._done = True
         self._update(update)
 
-    def release(self) -> None:
+    def release(self, due: Due | None = None) -> None:
+        """Give the lease back (and the first call's count, if it was never made); ``due``
+        puts the credential's due-index entry right on the way."""
         self._done = True
-        self._update(Update().remove("lease_owner", "lease_until"))
+        update = self._unpaid(Update().remove("lease_owner", "lease_until"))
+        if due is not None:
+            update.set(**due.attributes())
+        self._update(update)

@@ -18,6 +18,7 @@ from .service import RefreshService
 from .settings import Settings
 from .token_store import TokenStore
 from .wechat_api import WeChatTokenAPI
+from .work_queue import SqsWorkQueue
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -48,6 +49,7 @@ def build_service(
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
     kms: Any = None,
+    sqs: Any = None,
 ) -> RefreshService:
     """The service; ``kms`` is a boto3 KMS client (made when a key is configured)."""
     if dynamodb is None or secrets is None:
@@ -58,6 +60,10 @@ def build_service(
     if settings.refresh_token_kms_key_id:
         kms = kms or boto3.session.Session().client("kms", config=AWS_CONFIG)
         cipher = KmsRefreshTokenCipher(kms, settings.refresh_token_kms_key_id)
+    queue = None
+    if settings.work_queue_url:
+        sqs = sqs or boto3.session.Session().client("sqs", config=AWS_CONFIG)
+        queue = SqsWorkQueue(sqs, settings.work_queue_url)
     return RefreshService(
         settings,
         TokenStore(dynamodb, settings.table_name),
@@ -75,4 +81,5 @@ def build_service(
         sleep=sleep,
         rng=rng,
         refresh_tokens=cipher,
+        queue=queue,
     )

@@ -83,6 +83,9 @@ SK: Final = "kind"
 # DynamoDB's TTL deletes push nonces by.
 COMPONENT_INDEX: Final = "component-index"
 TTL_ATTRIBUTE: Final = "expires_ttl"
+# The sparse index of what the refresher must look at next (due_shard, due_at; keys and
+# expires_at): its planner queries it instead of reading every record.
+DUE_INDEX: Final = "due-index"
 # What the platform callback (a public URL) writes lives under partitions of its own, so
 # that IAM (dynamodb:LeadingKeys) keeps it away from every token record: a component's push
 # nonces (replay protection), its verify ticket, and each authorizer's pending event.
@@ -186,6 +189,13 @@ class CredentialRecord:
     info_type: str | None = None
     # A component token: when the refresher last reconciled the authorizers with WeChat.
     reconciled_at: float | None = None
+    # ... and when a worker last claimed a reconciliation (one per two minutes).
+    reconcile_claimed_at: float | None = None
+    # The due index (sparse): when the refresher must next look at this credential, and
+    # the index partition (lane and shard) it is filed under. Every refresher write sets
+    # both; a revoked authorizer or a credential no longer registered has neither.
+    due_shard: str | None = None
+    due_at: float | None = None
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any], *, strict: bool | None = None) -> CredentialRecord:
