@@ -10,12 +10,12 @@ Emulated, after AWS's documentation ("Using Lambda with Amazon SQS"):
 - **Pollers and concurrency.** ``maximum_concurrency`` pollers (``ScalingConfig.
   MaximumConcurrency``, 2-1000), each receiving a batch and invoking the handler
   synchronously, so at most that many invocations run at once (``stats.peak_concurrency``).
-- **Batching.** ``ReceiveMessage`` (long polling, ``wait_time_seconds``) returns at most 10
-  messages; a poller keeps receiving until it holds ``batch_size`` messages or
-  ``maximum_batching_window_seconds`` have passed since its first message of the batch (no
-  window: one receive). A batch never exceeds ``batch_size``. As in AWS, ``batch_size`` > 10
-  needs a window of at least 1 s, and the window counts against the visibility timeout (a
-  batch gathered longer than it holds messages that another poller may receive again).
+- **Batching.** ``ReceiveMessage`` returns at most 10 messages; a poller keeps receiving
+  until it holds ``batch_size`` messages or ``maximum_batching_window_seconds`` have passed
+  since its first message of the batch (no window: one receive). A batch never exceeds
+  ``batch_size``. As in AWS, ``batch_size`` > 10 needs a window of at least 1 s, and the
+  window counts against the visibility timeout (a batch gathered for longer holds messages
+  that another poller may receive again).
 - **The event and context.** ``{"Records": [...]}`` with Lambda's record shape (``messageId``,
   ``receiptHandle``, ``body``, ``attributes``, ``messageAttributes`` in Lambda's lowercase form
   with base64 binary values, ``md5OfBody``, ``eventSource``, ``eventSourceARN``,
@@ -55,9 +55,17 @@ ordering (moto's FIFO handling applies as is), tumbling windows, ESM metrics and
 logs. The handler runs in threads of this process: concurrent "execution environments" share
 module globals, which separate Lambda environments do not.
 
-``ReceiveMessage`` calls of one mapping are serialized: moto's receive is not atomic across
-threads and could hand one message to two pollers at once (real SQS may too, rarely: workers
-must stay idempotent), which would make counts in tests flaky.
+How it polls, and why: moto's ``ReceiveMessage`` and ``DeleteMessage*`` are not thread-safe
+(two receives at once can hand one message to both, or fail with HTTP 500 "Set changed size
+during iteration"), so one mapping never has two SQS calls in flight: its receives and deletes
+take turns on a lock. Its long polling (AWS's ESM long-polls for 20 s) is therefore emulated
+with short polls, which hold that lock for milliseconds: when the queue is empty, a single
+idle poller, the scout, polls, backing off from 50 ms to ``wait_time_seconds`` between polls;
+the other idle pollers poll again as soon as any poller finds messages. So an idle mapping
+costs a few requests a second whatever its concurrency, and picks new messages up within
+``wait_time_seconds``. Producers (``SendMessage*``) in other threads are not serialized with
+it: moto's delete rebuilds the queue's list of messages, and a message sent in that instant
+could in principle be lost (never seen in this project's tests).
 """
 
 from __future__ import annotations
@@ -165,6 +173,13 @@ class SqsLambdaContext:
         return max(0, int((self._deadline - self._clock()) * 1000))
 
 
+@dataclass
+class _PollerState:
+    idle: bool = False  # its last poll found nothing, and no poller has found any since
+    pause: float = _SHORT_WAIT  # before its next poll as the scout
+    generation: int = 0  # of the notices, when it last polled
+
+
 class _Invocation:
     """One handler call in its own thread: the poller may abandon it at the timeout."""
 
@@ -194,8 +209,15 @@ class EventSourceMapping:
     """Lambda's SQS event source mapping for ``handler(event, context)`` on ``queue_url``.
 
     ``start()`` it (or use it as a context manager), ``drain()`` until the queue is empty,
-    ``stop()``; ``stats`` says what happened. ``clock`` (monotonic seconds) measures every
-    duration and deadline; waits are real time.
+    ``stop()``; ``stats`` says what happened.
+
+    ``batch_size``, ``maximum_batching_window_seconds``, ``maximum_concurrency`` and
+    ``report_batch_item_failures`` are the ESM's settings; ``function_timeout_seconds``,
+    ``function_name`` and ``memory_mb`` the function's (the context shows them; ``memory_mb``
+    also weighs ``stats.gb_seconds``). ``wait_time_seconds``: the longest an idle mapping
+    goes without polling (its long-polling granularity). ``clock`` (monotonic seconds)
+    measures every duration and deadline; waits are real time. ``sqs``: a client such as
+    ``local_aws.sqs_client(endpoint_url)`` makes, whose pool has room for the pollers.
     """
 
     def __init__(
@@ -209,7 +231,7 @@ class EventSourceMapping:
         maximum_concurrency: int = 2,
         function_timeout_seconds: float = 60.0,
         report_batch_item_failures: bool = True,
-        wait_time_seconds: int = 1,
+        wait_time_seconds: float = 1,
         function_name: str = "worker",
         memory_mb: int = 256,
         clock: Callable[[], float] = time.monotonic,
@@ -223,7 +245,8 @@ class EventSourceMapping:
         _check_range("maximum_concurrency", maximum_concurrency, 2, 1000)
         if not 0 < function_timeout_seconds <= 900:
             raise ValueError("function_timeout_seconds must be in (0, 900]")
-        _check_range("wait_time_seconds", wait_time_seconds, 0, 20)
+        if not 0 < wait_time_seconds <= 20:
+            raise ValueError("wait_time_seconds must be in (0, 20]")
         _check_range("memory_mb", memory_mb, 128, 10_240)
         self._sqs = sqs
         self._queue_url = queue_url
@@ -242,7 +265,10 @@ class EventSourceMapping:
         self._queue_arn: str | None = None
         self._function_arn = ""
         self._stopping = threading.Event()
-        self._receive_lock = threading.Lock()
+        self._sqs_lock = threading.Lock()  # moto's receive and delete are not thread-safe
+        self._scout = threading.Lock()  # held by the one idle poller that polls
+        self._notice = threading.Condition()  # a poller found messages: the others poll too
+        self._generation = 0
         self._lock = threading.Lock()  # guards _stats, _active, _in_flight_messages
         self._stats = PollerStats(memory_mb=memory_mb)
         self._active = 0
@@ -313,6 +339,7 @@ class EventSourceMapping:
         if not self._started:
             return
         self._stopping.set()
+        self._notify_pollers()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -339,7 +366,7 @@ class EventSourceMapping:
                 idle_since = None
             if now >= deadline:
                 return False
-            time.sleep(min(0.1, max(0.0, deadline - now)))
+            time.sleep(min(0.2, max(0.0, deadline - now)))
 
     def __enter__(self) -> Self:
         return self.start()
@@ -377,9 +404,10 @@ class EventSourceMapping:
     # --- polling ----------------------------------------------------------------------------
 
     def _poll_forever(self) -> None:
+        poller = _PollerState()
         while not self._stopping.is_set():
             try:
-                batch = self._gather()
+                batch = self._gather(poller)
                 if not batch:
                     continue
                 try:
@@ -391,53 +419,81 @@ class EventSourceMapping:
                 logger.exception("poller of %s failed; polling on", self.function_name)
                 self._stopping.wait(_ERROR_BACKOFF)
 
-    def _gather(self) -> list[MessageTypeDef]:
+    def _gather(self, poller: _PollerState) -> list[MessageTypeDef]:
         """One batch: up to ``batch_size`` messages, within the batching window."""
-        batch: list[MessageTypeDef] = []
-        window_end = 0.0
-        while len(batch) < self.batch_size:
-            if batch:
-                remaining = window_end - self._clock()
-                if remaining <= 0 or self._stopping.is_set():
-                    break
-                # Long-poll whole seconds of the window; short-poll its last fraction.
-                wait = min(int(remaining), 20)
-            elif self._stopping.is_set():
+        batch = self._await_messages(poller, min(_RECEIVE_MAX, self.batch_size))
+        if not batch:
+            return []
+        self._received(batch)
+        window_end = self._clock() + self.maximum_batching_window_seconds
+        while len(batch) < self.batch_size and not self._stopping.is_set():
+            remaining = window_end - self._clock()
+            if remaining <= 0:
                 break
-            else:
-                wait = self.wait_time_seconds
-            messages = self._receive(min(_RECEIVE_MAX, self.batch_size - len(batch)), wait)
+            messages = self._receive_now(min(_RECEIVE_MAX, self.batch_size - len(batch)))
             if messages:
-                if not batch:
-                    window_end = self._clock() + self.maximum_batching_window_seconds
+                self._received(messages)
                 batch.extend(messages)
-                with self._lock:
-                    self._in_flight_messages += len(messages)
-                    self._stats.messages_received += len(messages)
-            elif batch and wait == 0:
-                time.sleep(min(_SHORT_WAIT, max(0.0, window_end - self._clock())))
-            if self.maximum_batching_window_seconds == 0 and batch:
-                break
+            else:
+                self._stopping.wait(min(_SHORT_WAIT, remaining))
         return batch
 
-    def _receive(self, count: int, wait: int) -> list[MessageTypeDef]:
-        while not self._receive_lock.acquire(timeout=_SHORT_WAIT):
-            if self._stopping.is_set():
-                return []
+    def _received(self, messages: list[MessageTypeDef]) -> None:
+        with self._lock:
+            self._in_flight_messages += len(messages)
+            self._stats.messages_received += len(messages)
+
+    def _await_messages(self, poller: _PollerState, count: int) -> list[MessageTypeDef]:
+        """Long polling, emulated with short polls (see the module docstring).
+
+        One idle poller at a time (the scout) polls, backing off from 50 ms to
+        ``wait_time_seconds``; the others wait until a poller finds messages, then poll too.
+        """
+        while not self._stopping.is_set():
+            if not poller.idle:
+                with self._notice:
+                    poller.generation = self._generation
+                messages = self._receive_now(count)
+                if messages:
+                    poller.pause = _SHORT_WAIT
+                    self._notify_pollers()  # there may be more
+                    return messages
+                poller.idle = True
+            if self._scout.acquire(blocking=False):
+                try:
+                    self._stopping.wait(poller.pause)
+                finally:
+                    self._scout.release()
+                poller.pause = min(poller.pause * 2, self.wait_time_seconds)
+                poller.idle = False
+            else:
+                with self._notice:
+                    poller.idle = not self._notice.wait_for(
+                        lambda: self._generation != poller.generation or self._stopping.is_set(),
+                        timeout=self.wait_time_seconds,
+                    )
+        return []
+
+    def _notify_pollers(self) -> None:
+        with self._notice:
+            self._generation += 1
+            self._notice.notify_all()
+
+    def _receive_now(self, count: int) -> list[MessageTypeDef]:
+        """One short-polling ReceiveMessage, never beside another call of this mapping."""
         try:
-            response = self._sqs.receive_message(
-                QueueUrl=self._queue_url,
-                MaxNumberOfMessages=count,
-                WaitTimeSeconds=wait,
-                MessageSystemAttributeNames=["All"],
-                MessageAttributeNames=["All"],
-            )
+            with self._sqs_lock:
+                response = self._sqs.receive_message(
+                    QueueUrl=self._queue_url,
+                    MaxNumberOfMessages=count,
+                    WaitTimeSeconds=0,
+                    MessageSystemAttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                )
         except (BotoCoreError, ClientError) as exc:
             logger.warning("ReceiveMessage failed: %s", exc)
             self._stopping.wait(_ERROR_BACKOFF)
             return []
-        finally:
-            self._receive_lock.release()
         return list(response.get("Messages", []))
 
     # --- invoking ---------------------------------------------------------------------------
@@ -520,13 +576,14 @@ class EventSourceMapping:
         for start in range(0, len(messages), _RECEIVE_MAX):
             chunk = messages[start : start + _RECEIVE_MAX]
             try:
-                response = self._sqs.delete_message_batch(
-                    QueueUrl=self._queue_url,
-                    Entries=[
-                        {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
-                        for index, message in enumerate(chunk)
-                    ],
-                )
+                with self._sqs_lock:
+                    response = self._sqs.delete_message_batch(
+                        QueueUrl=self._queue_url,
+                        Entries=[
+                            {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
+                            for index, message in enumerate(chunk)
+                        ],
+                    )
             except (BotoCoreError, ClientError) as exc:
                 logger.warning("DeleteMessageBatch failed: %s", exc)
                 continue

@@ -11,7 +11,7 @@ or ``python -m simulator --port 0 --app wx123:s3cret``.
 """
 
 from simulator.calllog import CallRecord
-from simulator.clock import Clock, ManualClock, SystemClock
+from simulator.clock import Clock, ManualClock, RunningClock, SystemClock
 from simulator.faults import FAULT_KINDS, Fault, FaultKind, parse_fault_spec
 from simulator.platform import (
     AUTHORIZER_LIST,
@@ -73,6 +73,7 @@ __all__ = [
     "Fault",
     "FaultKind",
     "ManualClock",
+    "RunningClock",
     "PlatformSimulator",
     "Pool",
     "PushDelivery",

@@ -64,3 +64,33 @@ class ManualClock:
 
     def __repr__(self) -> str:
         return f"ManualClock({self.now()!r})"
+
+
+class RunningClock:
+    """Real time from ``start`` (so that real queues' timeouts and the simulated WeChat
+    agree), which tests can also move ahead with ``advance``; safe to share."""
+
+    def __init__(self, start: float = DEFAULT_START) -> None:
+        self._lock = threading.Lock()
+        self._origin = time.monotonic()
+        self._start = float(start)
+
+    def now(self) -> float:
+        with self._lock:
+            return self._start + time.monotonic() - self._origin
+
+    def __call__(self) -> float:
+        return self.now()
+
+    def advance(self, seconds: float) -> float:
+        if seconds < 0:
+            raise ValueError("a RunningClock only moves forward")
+        with self._lock:
+            self._start += float(seconds)
+        return self.now()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds))
+
+    def __repr__(self) -> str:
+        return f"RunningClock({self.now()!r})"

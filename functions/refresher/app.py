@@ -30,7 +30,6 @@ from token_refresher.wiring import build_service
 from token_refresher.worker import BatchWorker, ThreadedBatchProcessor
 
 _service: RefreshService | None = None
-_processor: ThreadedBatchProcessor | None = None
 
 
 def _get_service() -> RefreshService:
@@ -66,13 +65,13 @@ def passive_handler(event: Any, context: Any) -> dict[str, Any]:
 @logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics
 def worker_handler(event: Any, context: Any) -> dict[str, Any]:
-    global _processor  # noqa: PLW0603
     service = _get_service()
-    if _processor is None:
-        _processor = ThreadedBatchProcessor(service.settings.concurrency)
     worker = BatchWorker(service, service.registry.load(), service.deadline(context))
+    # A processor per invocation: it holds the batch's state (the local runner may run
+    # several invocations in one process at once; Lambda runs one per environment).
+    processor = ThreadedBatchProcessor(service.settings.concurrency)
     response = process_partial_response(
-        event=event, record_handler=worker.record, processor=_processor, context=context
+        event=event, record_handler=worker.record, processor=processor, context=context
     )
     publish(RunSummary.of(worker.outcomes), scheduled=False)
     return dict(response)

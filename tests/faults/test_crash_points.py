@@ -150,7 +150,8 @@ def test_an_exception_between_fetch_and_write_keeps_the_token_and_frees_the_leas
     assert Snapshot.of(record) == before
     assert record.lease_owner is None, "the lease was released on the way out"
     assert world.sim.token_status(before.value or "") == 0, "the old token is in its grace"
-    # The next run does not wait for any lease.
+    # The next run (two minutes later: the failure is due again then) waits for no lease.
+    world.clock.advance(120)
     [again] = world.refresher(seed=2).service.run(Scheduled())
     assert again.outcome == Status.REFRESHED
     after = world.record()

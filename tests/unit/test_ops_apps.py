@@ -175,7 +175,7 @@ def test_add_prompts_without_echo_on_a_terminal(world: World) -> None:
 )
 def test_a_secret_on_the_command_line_is_refused_unechoed(world: World, argv: list[str]) -> None:
     before = world.stored(FIRST)
-    code, out, err = world.run("apps", "add", "wxarg", *argv, stdin=secret_of("wxarg"))
+    code, _out, err = world.run("apps", "add", "wxarg", *argv, stdin=secret_of("wxarg"))
     assert code == 2
     assert "is refused" in err
     assert "standard input" in err
@@ -184,7 +184,7 @@ def test_a_secret_on_the_command_line_is_refused_unechoed(world: World, argv: li
 
 
 def test_a_stray_argument_is_not_echoed(world: World) -> None:
-    code, out, err = world.run("apps", "add", "wxstray", secret_of("pasted"), stdin="x")
+    code, _out, err = world.run("apps", "add", "wxstray", secret_of("pasted"), stdin="x")
     assert code == 2
     assert "1 unrecognized argument(s), not repeated here" in err
     world.assert_no_secret()
@@ -202,7 +202,7 @@ def test_add_wants_exactly_one_secret_line(world: World) -> None:
 def test_a_component_takes_secret_token_and_key_from_stdin(world: World, form: str) -> None:
     values = {"secret": secret_of("comp"), "token": TOKEN_MARK, "encoding_aes_key": AES_KEY}
     stdin = json.dumps(values) if form == "json" else "\n".join(values.values()) + "\n"
-    code, out, err = world.run("apps", "add", "wxcomp", "--type", "component", stdin=stdin)
+    code, _out, err = world.run("apps", "add", "wxcomp", "--type", "component", stdin=stdin)
     assert (code, err) == (0, "")
     assert world.stored(FIRST)["wxcomp"] == {"type": "component", **values}
     config = world.registry()["wxcomp"]
@@ -302,12 +302,17 @@ def test_add_to_a_named_shard(world: World) -> None:
 
 
 def _fill(world: World, name: str, start: int) -> int:
-    """Put about 59 900 bytes of entries in ``name``; the number of entries."""
+    """Fill ``name`` to 10 bytes under the limit; the number of entries."""
     data: dict[str, Any] = {}
     n = start
-    while len(apps.dump(data).encode()) < apps.SHARD_LIMIT_BYTES - 100:
+    while len(apps.dump(data).encode()) < apps.SHARD_LIMIT_BYTES - 200:
         data[f"wx{n:016d}"] = {"secret": secret_of(str(n))}
         n += 1
+    last = f"wx{n:016d}"
+    data[last] = {"secret": ""}
+    room = apps.SHARD_LIMIT_BYTES - 10 - len(apps.dump(data).encode())
+    data[last] = {"secret": MARK + "p" * (room - len(MARK))}
+    assert len(apps.dump(data).encode()) == apps.SHARD_LIMIT_BYTES - 10
     world.put(name, data)
     return len(data)
 
@@ -319,7 +324,7 @@ def test_a_full_shard_spills_into_a_new_one_with_the_first_ones_policy_and_key(
     code, out, err = world.run("apps", "add", "wxspill", stdin=secret_of("wxspill"))
     assert (code, err) == (0, "")
     new = f"{PREFIX}001"
-    assert f"Created registry secret {new} (its resource policy and KMS key copied" in out
+    assert f"Created registry secret {new} with the first shard's KMS key and its resource" in out
     assert world.stored(new) == {"wxspill": {"secret": secret_of("wxspill")}}
     described = world.client.describe_secret(SecretId=new)
     assert described["KmsKeyId"] == world.key
@@ -353,7 +358,7 @@ def test_full_shards_without_a_prefix_say_what_to_set(world: World) -> None:
 def test_an_empty_shard_left_by_a_failed_create_is_filled_with_its_policy(world: World) -> None:
     world.client.create_secret(Name=f"{PREFIX}001")  # no value, no policy
     _fill(world, FIRST, 0)
-    code, out, _ = world.run("apps", "add", "wxlate", stdin=secret_of("wxlate"))
+    code, _out, _ = world.run("apps", "add", "wxlate", stdin=secret_of("wxlate"))
     assert code == 0
     assert world.stored(f"{PREFIX}001") == {"wxlate": {"secret": secret_of("wxlate")}}
     policy = json.loads(world.client.get_resource_policy(SecretId=f"{PREFIX}001")["ResourcePolicy"])
@@ -389,7 +394,8 @@ class Interfering:
 
     def describe_secret(self, **kwargs: Any) -> Any:
         self.describes += 1
-        if self.when == "check" and self.describes % 2 == 1:  # the check before each put
+        # "check": at the check before the first put; "always": at every check.
+        if self.when == "always" or (self.when == "check" and self.describes % 2 == 1):
             self._interfere()
         return self.client.describe_secret(**kwargs)
 
@@ -402,7 +408,7 @@ class Interfering:
 
 def test_a_change_before_the_put_is_detected_and_retried(world: World) -> None:
     client = Interfering(world, when="check")
-    code, out, err = world.run("apps", "add", "wxmine", stdin=secret_of("wxmine"), client=client)
+    code, _out, err = world.run("apps", "add", "wxmine", stdin=secret_of("wxmine"), client=client)
     assert (code, err) == (0, "")
     stored = world.stored(FIRST)
     assert "wxmine" in stored
@@ -420,7 +426,7 @@ def test_a_put_that_lands_between_check_and_put_is_repaired(world: World) -> Non
 
 
 def test_a_shard_that_keeps_changing_fails_clearly(world: World) -> None:
-    client = Interfering(world, when="check", times=100)
+    client = Interfering(world, when="always", times=100)
     code, _, err = world.run("apps", "add", "wxmine", stdin=secret_of("wxmine"), client=client)
     assert code == 2
     assert "kept changing while this command wrote it (3 attempts)" in err
@@ -520,6 +526,12 @@ def test_list_shows_every_entry_and_the_refreshers_verdict(world: World) -> None
     assert by_app[("wxfirst", f"{PREFIX}001")]["status"] == "refused"
     assert FIRST in by_app[("wxfirst", f"{PREFIX}001")]["reason"]
     world.assert_no_secret()
+
+    # The refused copy goes; the used one stays.
+    assert world.run("apps", "remove", "wxfirst", "--shard", f"{PREFIX}001")[0] == 0
+    assert "wxfirst" in world.stored(FIRST)
+    assert "wxfirst" not in world.stored(f"{PREFIX}001")
+    assert world.registry().invalid.keys() == {"wxbroken"}
 
 
 def test_list_of_a_healthy_registry_exits_0(world: World) -> None:

@@ -359,13 +359,13 @@ def test_unchanged_shards_are_neither_read_nor_parsed_again(
     assert counting.calls["get_secret_value"] == 4
 
     parsed: list[str] = []
-    real = registry_module.parse_document
+    real = parse_document
 
     def spy(text: str, *, source: str) -> Document:
         parsed.append(source)
         return real(text, source=source)
 
-    monkeypatch.setattr(registry_module, "parse_document", spy)
+    monkeypatch.setattr(registry_module, "parse_document", spy)  # what the loader calls
     clock.now += 61
     again = shards.load()
     # ListSecrets reported every prefixed shard's AWSCURRENT unchanged: not read again. The

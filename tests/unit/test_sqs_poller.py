@@ -570,6 +570,7 @@ def test_start_rejects_a_visibility_timeout_shorter_than_the_function_timeout(
         {"maximum_concurrency": 1001},
         {"maximum_batching_window_seconds": 301},
         {"function_timeout_seconds": 0},
+        {"wait_time_seconds": 0},
         {"wait_time_seconds": 21},
     ],
 )

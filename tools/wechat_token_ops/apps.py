@@ -339,9 +339,9 @@ class Shards:
         numbers = [int(m.group(1)) for m in map(pattern.match, names) if m]
         return f"{self.prefix}{max(numbers, default=0) + 1:03d}"
 
-    def create(self, names: Sequence[str]) -> ShardState:
-        """A new, empty shard ``<prefix><NNN>``: the first shard's KMS key and resource
-        policy (no value yet: ``write`` puts it)."""
+    def create(self, names: Sequence[str]) -> tuple[ShardState, bool]:
+        """A new, empty shard ``<prefix><NNN>`` with the first shard's KMS key and resource
+        policy (no value yet: ``write`` puts it); whether there was a policy to copy."""
         first = self.ids[0]
         try:
             described = self.client.describe_secret(SecretId=first)
@@ -377,8 +377,10 @@ class Shards:
         if created is None:
             raise AWSAccessError(f"Could not find a free name for a new shard after {name!r}.")
         arn = str(created.get("ARN") or name)
-        self.copy_policy(arn, policy=policy, first_arn=described.get("ARN"))
-        return ShardState(name, name, arn, None, Document({}, {}))
+        copied = bool(policy) and self.copy_policy(
+            arn, policy=policy, first_arn=described.get("ARN")
+        )
+        return ShardState(name, name, arn, None, Document({}, {})), copied
 
     def copy_policy(
         self, shard_id: str, *, policy: str | None = None, first_arn: str | None = None
@@ -671,8 +673,8 @@ def add(
     created: str | None = None
     policy_copied = False
     if target is None:
-        target = shards.create([s.name for s in states])
-        created, policy_copied = target.shard_id, True
+        target, policy_copied = shards.create([s.name for s in states])
+        created = target.shard_id
     elif target.version is None and target.shard_id not in shards.ids[:1]:
         policy_copied = shards.copy_policy(target.arn or target.shard_id)
 
@@ -721,11 +723,17 @@ def _target(
 # --- remove ---------------------------------------------------------------------------------
 
 
-def remove(shards: Shards, app_id: str) -> tuple[Change, dict[str, str]]:
-    """Remove ``app_id`` from every shard holding it; the change, and the shards that could
-    not be read (it may be in one of them too)."""
+def remove(
+    shards: Shards, app_id: str, *, shard: str | None = None
+) -> tuple[Change, dict[str, str]]:
+    """Remove ``app_id`` from every shard holding it (or from ``shard`` only: one of two
+    copies); the change, and the shards that could not be read (it may be in one of them)."""
     states, unreadable = shards.read_all()
     holding = [s for s in states if app_id in s.document.raw]
+    if shard is not None:
+        holding = [s for s in holding if shard in (s.shard_id, s.name, s.arn)]
+        if not holding:
+            raise UsageError(f"{app_id!r} is not in registry secret {shard!r}.")
     if not holding:
         where = (
             f" (not readable, so not searched: {', '.join(repr(s) for s in unreadable)})"

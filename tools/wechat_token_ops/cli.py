@@ -5,7 +5,7 @@
     wechat-token apps list [--json]
     wechat-token apps add APP [--type T] [--appid A] [--corpid C] [--agentid N]
                               [--tickets jsapi,wx_card] [--shard SECRET_ID]   (secret on stdin)
-    wechat-token apps remove APP
+    wechat-token apps remove APP [--shard SECRET_ID]
 
 ``status`` shows every credential in the token table (one paginated, strongly consistent
 Scan: needs ``dynamodb:Scan``); ``refresh`` invokes the refresher synchronously with
@@ -203,11 +203,15 @@ def _add_apps(commands: Any) -> None:
     remove = actions.add_parser(
         "remove",
         help="remove an app from the shard holding it",
-        description="Remove the entry from every registry secret holding it. Exit 0 when "
+        description="Remove the entry from every registry secret holding it (--shard: from "
+        "that one only, e.g. the refused copy of a duplicate). Exit 0 when "
         "removed, 2 when it is not there or could not be written.",
         allow_abbrev=False,
     )
     remove.add_argument("app_id", metavar="APP", help="the app_id to remove")
+    remove.add_argument(
+        "--shard", metavar="SECRET_ID", help="only from this registry secret (one of two copies)"
+    )
     _add_registry_options(remove)
     _add_output_options(remove)
 
@@ -379,7 +383,7 @@ def _run_apps(
         change = apps.add(shards, entry.app_id, raw, entry, shard=args.shard)
     else:
         shards = apps.Shards(secrets or clients.secrets_client(), ids, prefix)
-        change, unreadable = apps.remove(shards, args.app_id.strip())
+        change, unreadable = apps.remove(shards, args.app_id.strip(), shard=args.shard)
         for shard_id in unreadable:
             print(
                 f"{PROG}: warning: registry secret {shard_id!r} could not be read; it may "

@@ -320,9 +320,13 @@ def change_text(change: Change) -> str:
     """One line per shard written, and the new shard if one was created."""
     lines = []
     if change.created:
-        copied = "its resource policy and KMS key" if change.policy_copied else "its KMS key"
+        policy = (
+            "its resource policy"
+            if change.policy_copied
+            else "no resource policy (the first shard has none)"
+        )
         lines.append(
-            f"Created registry secret {change.created} ({copied} copied from the first shard)."
+            f"Created registry secret {change.created} with the first shard's KMS key and {policy}."
         )
     kind = f" ({change.type})" if change.type else ""
     preposition = "to" if change.action == "added" else "from"

@@ -146,6 +146,10 @@ def _skip_passive(
     return Status.TOKEN_ACCEPTED if verdict is Verdict.ACCEPTED else Status.UNVERIFIED
 
 
+# ``is_due`` holds from just after the renewal point (less than renew_below left).
+DUE_AFTER_RENEWAL_POINT = 1.0
+
+
 def due_after_success(
     expires_at: float,
     renewable_at: float | None,
@@ -158,7 +162,7 @@ def due_after_success(
     """When a freshly stored value is next due: its renewal point (``is_due``), or when the
     endpoint will hand out a new value, whichever is later; sooner when the stored token
     is probed (``probe_every``: asked about every so often, to find foreign fetches)."""
-    due = expires_at - rules.renew_below(app_type)
+    due = expires_at - rules.renew_below(app_type) + DUE_AFTER_RENEWAL_POINT
     if renewable_at is not None:
         due = max(due, renewable_at)
     return min(due, now + probe_every) if probe_every is not None else due

@@ -29,6 +29,8 @@ from .token_store import TokenStore
 logger = logging.getLogger("wechat_token.refresher")
 
 DEPLOYMENT = "deployment"
+# A call waits at most this long for a permit (then it is not made: the next run retries).
+MAX_WAIT_SECONDS = 60.0
 
 
 def component_scope(component_appid: str) -> str:
@@ -74,19 +76,21 @@ class CallRateLimiter:
     def take(self, scopes: Sequence[str], *, time_left: Callable[[], float]) -> None:
         """One permit in each of ``scopes`` within one second; raises ``BusyError`` when
         none can be had within ``time_left()`` (the call is then not made)."""
+        waited = 0.0
         while True:
             second = math.floor(self._clock())
             if all(self._take_one(scope, second) for scope in scopes):
                 return
-            pause = second + 1 - self._clock() + self._rng.uniform(0.0, 0.25)
-            if time_left() < pause + 1.0:
+            pause = max(0.05, second + 1 - self._clock()) + self._rng.uniform(0.0, 0.25)
+            waited += pause
+            if time_left() < pause + 1.0 or waited > MAX_WAIT_SECONDS:
                 raise RateCeilingError(
                     "the deployment's WeChat call-rate ceiling (WECHAT_CALLS_PER_SECOND, "
                     "COMPONENT_CALLS_PER_SECOND) left no permit within this run's time; "
                     "the call was not made and the next run tries again"
                 )
             self.waits += 1
-            self._sleep(max(0.0, pause))
+            self._sleep(pause)
 
     def _take_one(self, scope: str, second: int) -> bool:
         with self._lock:

@@ -152,11 +152,10 @@ class RefreshService:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
+        # Real time, whatever the service's clock: it paces real calls to WeChat.
         self.limiter = CallRateLimiter(
             store,
             Limits(settings.wechat_calls_per_second, settings.component_calls_per_second),
-            clock=clock,
-            sleep=sleep,
             rng=self._rng,
         )
         self._work_deadline: Deadline | None = None
@@ -466,6 +465,9 @@ class RefreshService:
         lease = self._acquire(cred, record, decision)  # 2. lease
         if not isinstance(lease, Lease):  # held by someone else: what it left, or held
             return self._skipped(lease, decision.why(lease) or Status.LEASE_HELD, deadline)
+        if isinstance(trigger, Scheduled):  # a surprise leaves it due at the next run
+            retry = policy.due_after_failure(deadline.now(), self.rules)
+            lease.due_on_surprise = self._filed(cred, retry, deadline.now())
         with lease:  # released on any surprise
             why = decision.why(lease.record)
             if why is not None:  # 3. double-check, on the record as the lease found it

@@ -528,6 +528,8 @@ class Lease:
         self._done = False
         # The first WeChat call, counted with the lease and not yet made (FirstCall).
         self._prepaid: FirstCall | None = None
+        # Where a lease released by a surprise (a bug, an early exit) files the credential.
+        self.due_on_surprise: Due | None = None
 
     def prepay(self, first_call: FirstCall, now: float) -> None:
         """The lease's write counted the first call: the record as the count left it."""
@@ -563,7 +565,7 @@ class Lease:
         if self._done:
             return
         try:
-            self.release()
+            self.release(self.due_on_surprise)
         except StoreError:
             logger.warning("%s: could not release the lease; it expires by itself", self.key)
 

@@ -75,7 +75,10 @@ def build_service(
             http=http,
         ),
         RegistryLoader(
-            secrets, settings.registry_secret_id, cache_seconds=settings.registry_cache_seconds
+            secrets,
+            settings.registry_secret_ids,
+            prefix=settings.registry_secret_prefix,
+            cache_seconds=settings.registry_cache_seconds,
         ),
         clock=clock,
         sleep=sleep,

@@ -310,7 +310,7 @@ def union(shards: Sequence[ShardDocument]) -> Union:
             message = (
                 f"entry {key!r} is in registry secrets {first!r} and {sid!r}: the one in "
                 f"{first!r} (the first by name) is used and the one in {sid!r} is refused: "
-                "remove one of them (wechat-token apps remove, then add)."
+                f"remove one of them (wechat-token apps remove {key} --shard SECRET_ID)."
             )
             invalid[key] = f"{invalid[key]} {message}" if key in invalid else message
             owners.setdefault(key, first)
