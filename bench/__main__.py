@@ -39,14 +39,25 @@ import json
 import os
 import time
 
-from bench import cost, fanout, imports, node, plots, reads, report, size, storm, timeline
+from bench import cost, fanout, imports, node, plots, reads, report, scale, size, storm, timeline
 from bench.findings import findings
 from bench.results import Section
 from bench.stats import machine
 from bench.world import backend, make_env_safe, quiet_logs
 from simulator import SimulatorServer, WeChatSimulator
 
-SECTIONS = ("warm", "cold", "imports", "size", "fanout", "storm", "cost", "timeline", "node")
+SECTIONS = (
+    "warm",
+    "cold",
+    "imports",
+    "size",
+    "fanout",
+    "storm",
+    "cost",
+    "timeline",
+    "node",
+    "scale",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="where results.md and the plots go (default: bench/ for a full run of every "
         "section, else bench/quick/)",
+    )
+    parser.add_argument(
+        "--scale-max",
+        type=int,
+        default=scale.TARGET_APPS,
+        help="the largest fan-out the scale section runs (1000, 10000 or 100000; default "
+        "100000, which takes ~30 min here)",
     )
     args = parser.parse_args(argv)
     only = {name.strip() for name in args.only.split(",") if name.strip()}
@@ -111,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         run("fanout", fanout.measure, be, quick=args.quick)
         run("storm", storm.measure, be, quick=args.quick)
         run("cost", cost.measure, be, quick=args.quick)
+        # Its plot and JSON go to bench/ (bench/quick/ for --quick), whatever --only says.
+        scale_out = out if args.quick else (args.out or bench_dir)
+        run("scale", scale.measure, be, quick=args.quick, scale_max=args.scale_max, out=scale_out)
         if "timeline" in only:
             print(f"[{time.perf_counter() - began:5.0f} s] timeline", flush=True)
             day_began = time.perf_counter()

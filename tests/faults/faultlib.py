@@ -7,11 +7,15 @@ dead network raises (read / connect timeout), so botocore's standard retry mode 
 retries it, exactly as it would against AWS. ``land_then_timeout`` sends the request for
 real and then loses the answer: the write happened, the caller only saw a timeout.
 
-Each UpdateItem is told apart by its expression, so a rule can target one step of the
-refresh: ``read`` (GetItem), ``lease`` (``TokenStore.acquire``), ``count`` (the daily
-budget, ``Lease.count_call``), ``force`` (``Lease.reserve_force``), ``write`` (the fenced
+Each request is told apart by its key and expression, so a rule can target one step of
+the refresh: ``read`` (a credential's GetItem), ``lease`` (``TokenStore.acquire``, which
+also counts the first WeChat call), ``count`` (a later call's count in the daily budget,
+``Lease.count_call``), ``force`` (``Lease.reserve_force``), ``write`` (the fenced
 ``Lease.commit``, which also releases the lease), ``fail`` (``Lease.fail``: record the
-error, release) and ``release`` (``Lease.release``).
+error, release), ``release`` (``Lease.release``), ``due`` (``TokenStore.set_due``: a
+skipped credential's due-index entry put right), ``rate`` (the shared call-rate ceiling's
+permits, ``TokenStore.take_permits``) and ``plan`` (the planner: its state items and the
+due-index queries).
 """
 
 from __future__ import annotations
@@ -31,12 +35,19 @@ import httpx
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.config import Config
 from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+from token_refresher.planner import state_key
 from token_refresher.service import RefreshService
 from token_refresher.settings import Settings
-from token_refresher.token_store import TokenStore
+from token_refresher.token_store import RATE_PREFIX, TokenStore
 from token_refresher.wiring import AWS_CONFIG, build_service
 from wechat_token import TokenReader
-from wechat_token.record import ACCESS_TOKEN, CredentialKey, CredentialRecord, fingerprint
+from wechat_token.record import (
+    ACCESS_TOKEN,
+    DUE_INDEX,
+    CredentialKey,
+    CredentialRecord,
+    fingerprint,
+)
 
 from local_aws import DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, LOCAL_REGION, LocalTable
 from local_aws.static_secrets import SECRET_ID, StaticSecrets
@@ -51,8 +62,14 @@ SECRET = "FAULT-SECRET-7f3a9c0d5e1b2a4c"
 START = 1_790_000_000.0  # 2026-09-21T13:33:20Z
 # WeChat's documented life minus the refresher's default skew margin.
 USABLE_LIFE = 7200 - 300
+# The planner's state items: planner#<lane>.
+PLANNER_PREFIX = state_key("main").app_id.partition("#")[0] + "#"
 
-STEPS = ("read", "lease", "count", "force", "write", "fail", "release", "other")
+STEPS = (
+    "read", "lease", "count", "force", "write", "fail", "release", "due", "rate", "plan", "other",
+)  # fmt: skip
+# The steps that read or write a credential's own record.
+CREDENTIAL_STEPS = ("read", "lease", "count", "force", "write", "fail", "release", "due")
 
 # (HTTP status, DynamoDB error code) for the error-response faults.
 ERRORS: dict[str, tuple[int, str]] = {
@@ -69,37 +86,50 @@ ACTIONS = (*ERRORS, *TIMEOUTS, "land_then_timeout", "call")
 def classify(request: AWSPreparedRequest) -> str:
     """Which step of the refresh an HTTP request to DynamoDB is.
 
-    Every UpdateItem names its attributes through ``#name`` placeholders (token_store's
-    ``Update``), so a step is known by what it sets: the lease sets ``#lease_owner`` under a
-    condition on ``#lease_until``; the budget count sets ``#calls_count``; the fenced commit
-    sets ``#value``; a failure record sets ``#last_error_code``; a release only removes.
+    Items that are not credentials are known by their key: the planner's state
+    (``planner#<lane>``, GetItem and PutItem) and its due-index queries are ``plan``; the
+    call-rate counters (``rate#<scope>``) are ``rate``. Every credential UpdateItem names its
+    attributes through ``#name`` placeholders (token_store's ``Update``), so a step is known
+    by what it sets: the fenced commit sets ``#value``; the lease sets ``#lease_owner`` under
+    a condition on ``#lease_until`` (and may count the first call); a failure record sets
+    ``#last_error_code``; a release removes the lease (and may take back an unmade call's
+    count and file the due-index entry); a later call's count sets ``#calls_day``; a
+    due-index repair sets or removes only ``#due_shard`` and ``#due_at``.
     """
     raw = request.headers.get("X-Amz-Target", b"")
     target = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
     operation = target.rpartition(".")[2]
+    body = request.body
+    text = body.decode() if isinstance(body, bytes) else str(body or "{}")
+    arguments = json.loads(text) if text else {}
+    key = str(arguments.get("Key", arguments.get("Item", {})).get("app_id", {}).get("S", ""))
+    if key.startswith(PLANNER_PREFIX) or arguments.get("IndexName") == DUE_INDEX:
+        return "plan"
+    if key.startswith(RATE_PREFIX):
+        return "rate"
     if operation == "GetItem":
         return "read"
     if operation != "UpdateItem":
         return "other"
-    body = request.body
-    text = body.decode() if isinstance(body, bytes) else str(body or "{}")
-    arguments = json.loads(text)
     expression = str(arguments.get("UpdateExpression", ""))
     condition = str(arguments.get("ConditionExpression", ""))
     sets, _, removes = expression.partition("REMOVE ")
     sets = sets.removeprefix("SET ")
-    if "#value =" in sets:
+    assigned = {part.split("=")[0].strip() for part in sets.split(", ") if "=" in part}
+    if "#value" in assigned:
         return "write"
-    if "#lease_owner =" in sets and "#lease_until" in condition:
+    if "#lease_owner" in assigned and "#lease_until" in condition:
         return "lease"
-    if "#calls_count =" in sets:
-        return "count"
-    if "#forces_count =" in sets:
-        return "force"
-    if "#last_error_code =" in sets:
+    if "#last_error_code" in assigned:
         return "fail"
-    if not sets.strip() and "#lease_owner" in removes:
+    if "#lease_owner" in removes:
         return "release"
+    if "#calls_day" in assigned:
+        return "count"
+    if "#forces_count" in assigned:
+        return "force"
+    if assigned | {n.strip() for n in removes.split(",") if n.strip()} <= {"#due_shard", "#due_at"}:
+        return "due"
     return "other"
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from token_refresher.due import Due
 from token_refresher.outcome import Status
 from token_refresher.token_store import Lease, NewValue
 from token_refresher.triggers import Forced, Passive, Scheduled
@@ -25,7 +26,7 @@ from wechat_token import WeChatClient
 from wechat_token.record import Kind
 
 from simulator import CLASSIC_TOKEN
-from tests.faults.faultlib import APP, Refresher, Snapshot, World
+from tests.faults.faultlib import APP, CREDENTIAL_STEPS, Refresher, Snapshot, World
 
 pytestmark = pytest.mark.integration
 
@@ -213,7 +214,15 @@ def test_the_next_scheduled_run_repairs_a_lost_token_without_any_consumer(
     crash_after_fetch(crashing := world.refresher(seed=1), LambdaTimeout())
     with pytest.raises(LambdaTimeout):
         crashing.service.run(Scheduled())
-    # Lambda retries a failed scheduled invocation: the retry replaces the token at once.
+    record = world.record()
+    assert Snapshot.of(record) == before
+    assert record.lease_owner is None, "released on the way out"
+    # The released lease filed the credential for the next run, not for this instant.
+    retry_at = world.clock.now() + world.refresher().service.rules.failure_retry_seconds
+    assert record.due_at == retry_at
+    # Lambda retries a failed scheduled invocation a minute later (and the schedule's next
+    # run comes within two): that run plans it again and replaces the token.
+    world.clock.set(retry_at)
     [retry] = world.refresher(seed=2).service.run(Scheduled())
     assert retry.outcome == Status.REFRESHED
     record = world.record()
@@ -231,8 +240,14 @@ def test_the_write_releases_the_lease_in_the_same_request(world: World) -> None:
 
     assert outcome.outcome == Status.REFRESHED
     steps = refresher.faults.steps()
-    assert steps[steps.index("write") :] == ["write"], "no separate release after the write"
+    credential = [step for step in steps if step in CREDENTIAL_STEPS]
+    # The consistent read, the lease (counting the WeChat call), the fenced write: the
+    # write is the credential's last request, so no separate release after it.
+    assert credential == ["read", "lease", "write"], steps
     assert "release" not in steps
+    # The call-rate permit is taken between the lease and the write (before the call).
+    assert steps.index("lease") < steps.index("rate") < steps.index("write"), steps
+    assert set(steps) <= {*CREDENTIAL_STEPS, "rate", "plan"}, steps
     record = world.record()
     assert record.lease_owner is None
     assert record.lease_until is None
@@ -246,8 +261,8 @@ def test_a_crash_right_after_the_write_leaves_no_lease_behind(
     refresher = world.refresher(seed=1)
     real_commit = Lease.commit
 
-    def commit_then_die(lease: Lease, new: NewValue) -> Any:
-        real_commit(lease, new)
+    def commit_then_die(lease: Lease, new: NewValue, due: Due) -> Any:
+        real_commit(lease, new, due)
         raise LambdaTimeout
 
     monkeypatch.setattr(Lease, "commit", commit_then_die)
@@ -259,8 +274,15 @@ def test_a_crash_right_after_the_write_leaves_no_lease_behind(
     assert record.version == before.version + 1
     assert record.value == world.sim.current_token(APP)
     assert record.lease_owner is None, "nothing was left to release"
+    # The write filed it in the due index ahead of now: a run now plans nothing, and the
+    # run that does plan it (the stored token's next probe) finds nothing to do.
+    assert record.due_at is not None
+    assert record.due_at > world.clock.now()
     calls = world.sim.calls(CLASSIC_TOKEN, APP)
-    [later] = world.refresher(seed=2).service.run(Scheduled())
+    planner = world.refresher(seed=2)
+    assert list(planner.service.run(Scheduled())) == []
+    world.clock.set(record.due_at)
+    [later] = planner.service.run(Scheduled())
     assert later.outcome == Status.NOT_DUE
     assert world.sim.calls(CLASSIC_TOKEN, APP) == calls
 

@@ -52,6 +52,13 @@ FORCE = Forced(APP)
 TRIGGER_SPACING = Settings.passive_min_interval_seconds
 
 
+def busy_once(world: World) -> None:
+    """WeChat answers the next token call with -1 (busy, retryable): the refresher's retry
+    is a second WeChat call, which is counted by its own request (the first call is
+    counted with the lease)."""
+    world.sim.add_fault("errcode", errcode=-1, endpoint=CLASSIC_TOKEN, appid=APP, count=1)
+
+
 def seeded(world: World) -> Snapshot:
     """Store version 1 with a fault-free refresher; the snapshot of what is stored."""
     [outcome] = world.refresher(seed=99).service.run(Scheduled())
@@ -89,8 +96,12 @@ def test_transient_faults_are_retried_and_the_refresh_succeeds(
     action: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """``lease`` also counts the first WeChat call; ``count`` is a retry's own count (WeChat
+    was busy once)."""
     before = seeded(world)
     refresher = world.refresher()
+    if step == "count":
+        busy_once(world)
     refresher.faults.add(step, action, times=2)
 
     [outcome] = refresher.service.run(FORCE)
@@ -105,7 +116,9 @@ def test_transient_faults_are_retried_and_the_refresh_succeeds(
     assert record.value == world.sim.current_token(APP)
     assert record.previous_fingerprint == before.fingerprint()
     assert record.lease_owner is None
-    assert world.sim.calls(CLASSIC_TOKEN, APP) == 2, "DynamoDB retries never re-call WeChat"
+    wechat_calls = world.sim.calls(CLASSIC_TOKEN, APP)
+    assert wechat_calls == (3 if step == "count" else 2), "DynamoDB retries never re-call WeChat"
+    assert record.calls_today(world.clock.now()) == wechat_calls, "each call counted once"
     no_secret(outcome, caplog)
 
 
@@ -127,9 +140,14 @@ def test_persistent_faults_exhaust_the_attempts_and_change_nothing(
     action: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """``lease`` also counts the first WeChat call; ``count`` is a retry's own count (WeChat
+    was busy once)."""
     before = seeded(world)
+    counted_before = world.record().calls_today(world.clock.now())
     calls_before = world.sim.calls(CLASSIC_TOKEN, APP)
     refresher = world.refresher()
+    if step == "count":
+        busy_once(world)
     refresher.faults.add(step, action, times=None)
 
     [outcome] = refresher.service.run(FORCE)
@@ -143,8 +161,11 @@ def test_persistent_faults_exhaust_the_attempts_and_change_nothing(
     assert Snapshot.of(record) == before, "the stored credential is untouched"
     assert record.lease_owner is None, "the lease was released (or never taken)"
     wechat_calls = world.sim.calls(CLASSIC_TOKEN, APP) - calls_before
-    # WeChat is only called once the lease is held and the call is counted.
-    assert wechat_calls == (1 if step == "write" else 0)
+    # WeChat is only called once the lease is held and the call is counted: a retry whose
+    # count cannot be written is not made.
+    assert wechat_calls == (1 if step in ("write", "count") else 0)
+    counted = record.calls_today(world.clock.now()) - counted_before
+    assert counted == wechat_calls, "every call made is counted, and only those"
     no_secret(outcome, caplog)
     # Once the lease was taken the attempt counts (triggered_at), whatever it ended in: a
     # store failure is not one that lengthens the spacing, so after it the next force,
@@ -334,9 +355,17 @@ def test_a_write_that_landed_but_timed_out_leaves_one_whole_record(
     assert record.value == world.sim.current_token(APP)
     assert record.lease_owner is None
     assert watcher.distinct() <= {before, Snapshot.of(record)}
-    # Nothing is left to do: the next scheduled run finds the token fresh.
-    [later] = world.refresher(seed=4).service.run(Scheduled())
-    assert later.outcome == Status.NOT_DUE
+    # Nothing is left to do: the write filed the token ahead in the due index, so a run now
+    # plans nothing, and the run that does plan it (its next probe) finds it fresh.
+    assert record.due_at is not None
+    assert record.due_at > world.clock.now()
+    later = world.refresher(seed=4)
+    calls = world.sim.calls(CLASSIC_TOKEN, APP)
+    assert list(later.service.run(Scheduled())) == []
+    world.clock.set(record.due_at)
+    [probed] = later.service.run(Scheduled())
+    assert probed.outcome == Status.NOT_DUE
+    assert world.sim.calls(CLASSIC_TOKEN, APP) == calls
 
 
 def test_a_write_that_landed_but_timed_out_is_reported_as_refreshed(
@@ -379,24 +408,32 @@ def test_a_lease_that_landed_but_timed_out_does_not_block_the_refresh(
     refresher.faults.add("lease", "land_then_timeout")
     [outcome] = refresher.service.run(FORCE)
     assert outcome.outcome == Status.REFRESHED, outcome.error
-    # botocore's retry found the lease its lost attempt had taken (and stamped): still ours.
+    # botocore's retry found the lease its lost attempt had taken (and stamped): still ours,
+    # and the call that attempt counted is not counted again.
     assert refresher.faults.attempts("lease") == 2
+    record = world.record()
+    assert record.calls_today(world.clock.now()) == world.sim.calls(CLASSIC_TOKEN, APP)
 
 
-def test_a_count_that_landed_but_timed_out_only_overcounts(
+def test_a_count_that_landed_but_timed_out_never_undercounts(
     world: World, botocore_sleeps: list[float]
 ) -> None:
-    """The daily budget errs on the safe side: a lost answer can count a call twice."""
+    """A retry's count reached DynamoDB and its answer was lost: botocore's resend sets the
+    same total again, so the call is counted once (never less)."""
     before = seeded(world)
     refresher = world.refresher()
+    busy_once(world)
     refresher.faults.add("count", "land_then_timeout")
     [outcome] = refresher.service.run(FORCE)
     assert outcome.outcome == Status.REFRESHED
+    assert refresher.faults.log.count(("count", "land_then_timeout")) == 1
+    assert refresher.faults.attempts("count") == 2, "botocore sent the lost count again"
     record = world.record()
     world.assert_whole(record)
     assert record.version == before.version + 1
     wechat_calls = world.sim.calls(CLASSIC_TOKEN, APP)
-    assert wechat_calls <= record.calls_count <= wechat_calls + 1
+    assert wechat_calls == 3, "the seed, the busy answer, the retry"
+    assert record.calls_count == wechat_calls
 
 
 # -- the consumer side ---------------------------------------------------------------------

@@ -77,6 +77,8 @@ def test_table_keys_match_the_record_schema() -> None:
         (record.PK, "S"),
         (record.SK, "S"),
         ("component_appid", "S"),  # the component index's key
+        ("due_shard", "S"),  # the due index's keys (docs/record.md)
+        ("due_at", "N"),
     }
 
 
@@ -104,6 +106,14 @@ def test_token_table_has_the_template_schema(token_table: LocalTable) -> None:
     assert table["TableStatus"] == "ACTIVE"
     assert table["KeySchema"] == list(TABLE_KEY_SCHEMA)
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    # The planner's due index: due_at per due_shard, keys and expires_at only.
+    indexes = {index["IndexName"]: index for index in table["GlobalSecondaryIndexes"]}
+    due = indexes[record.DUE_INDEX]
+    assert due["KeySchema"] == [
+        {"AttributeName": "due_shard", "KeyType": "HASH"},
+        {"AttributeName": "due_at", "KeyType": "RANGE"},
+    ]
+    assert due["Projection"] == {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["expires_at"]}
 
 
 def test_put_and_get_item(token_table: LocalTable) -> None:

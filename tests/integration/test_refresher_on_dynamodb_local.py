@@ -8,8 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from token_refresher.due import DueIndex
 from token_refresher.errors import BudgetExhaustedError, StoreConflictError
 from token_refresher.outcome import Status
+from token_refresher.registry import CLASSIC
 from token_refresher.service import RefreshService
 from token_refresher.token_store import Lease, NewValue, TokenStore
 from token_refresher.triggers import Forced, Scheduled
@@ -26,6 +28,7 @@ APP = "wxintegration0001"
 SECRET = "integration-secret-0123456789"
 START = 1_790_000_000.0
 KEY = CredentialKey(APP, ACCESS_TOKEN)
+NOT_PLANNED = "not planned"
 
 
 @pytest.fixture
@@ -79,24 +82,28 @@ def test_the_lease_admits_one_owner_until_it_expires(token_table: LocalTable) ->
 def test_the_write_is_fenced_by_version_and_lease(token_table: LocalTable) -> None:
     store = TokenStore(token_table.dynamodb, token_table.name)
     blank = CredentialRecord(APP)
+    index = DueIndex()
+    due = index.due(APP, CLASSIC, START + 6000)
     new = NewValue("V1", START + 6900, START, "/cgi-bin/token", START + 180)
     a = store.acquire(KEY, "a", START, START + 90, triggered=False)
     assert a is not None
-    stored = a.commit(new)
+    stored = a.commit(new, due)
     assert (stored.value, stored.version, stored.lease_owner) == ("V1", 1, None)
+    assert (stored.due_shard, stored.due_at) == (due.shard, due.at), "filed by the write"
     # A writer that saw version 0 cannot overwrite version 1, even holding a lease.
     b = store.acquire(KEY, "b", START, START + 90, triggered=False)
     assert b is not None
     stale = Lease(store, KEY, "b", b.until, blank)  # b, deciding on what it read before
     with pytest.raises(StoreConflictError, match="version 1, expected 0"):
-        stale.commit(NewValue("OLD", 0, 0, "x", 0))
+        stale.commit(NewValue("OLD", 0, 0, "x", 0), index.due(APP, CLASSIC, START + 1))
     # A writer whose lease was taken over cannot write either.
     assert store.acquire(KEY, "c", START + 100, START + 190, triggered=False) is not None
     with pytest.raises(StoreConflictError, match="taken over"):
-        b.commit(NewValue("LATE", 0, 0, "x", 0))
+        b.commit(NewValue("LATE", 0, 0, "x", 0), index.due(APP, CLASSIC, START + 2))
     after = _stored(store)
     assert (after.value, after.version) == ("V1", 1)
     assert after.lease_owner == "c"
+    assert (after.due_shard, after.due_at) == (due.shard, due.at), "refused writes file nothing"
 
 
 def test_the_daily_budget_holds_on_dynamodb_local(token_table: LocalTable) -> None:
@@ -137,14 +144,16 @@ def test_two_refreshers_racing_make_exactly_one_wechat_call(
 
         def race(service: RefreshService, barrier: threading.Barrier = start) -> str:
             barrier.wait()
-            return service.run(Scheduled())[0].outcome
+            # A run that starts after the other one recorded its plan plans nothing.
+            outcomes = service.run(Scheduled())
+            return outcomes[0].outcome if outcomes else NOT_PLANNED
 
         with ThreadPoolExecutor(len(racers)) as pool:
             outcomes = sorted(pool.map(race, racers))
         issued = sim.tokens_issued(APP)
         assert issued == round_number, f"round {round_number}: {issued} tokens for {outcomes}"
         assert outcomes.count(Status.REFRESHED) == 1, outcomes
-        assert set(outcomes) <= {Status.REFRESHED, Status.LEASE_HELD, Status.NOT_DUE}
+        assert set(outcomes) <= {Status.REFRESHED, Status.LEASE_HELD, Status.NOT_DUE, NOT_PLANNED}
         # No lost update: what consumers read is WeChat's newest token.
         reader.clear()
         stored = reader.get(APP)

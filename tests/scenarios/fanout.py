@@ -27,7 +27,7 @@ from token_refresher.wiring import build_service
 from token_refresher.work_queue import SqsWorkQueue
 
 from local_aws import create_token_table, dynamodb_client
-from local_aws.moto_server import MotoServer
+from local_aws.moto_process import MotoProcess
 from local_aws.resources import create_work_queues, secretsmanager_client, sqs_client
 from local_aws.sqs_poller import EventSourceMapping
 from simulator import RunningClock, SimulatorServer, WeChatSimulator
@@ -55,7 +55,7 @@ def refresher_app() -> ModuleType:
 class FanOut:
     table: str
     dynamodb_endpoint: str
-    moto: MotoServer
+    moto: MotoProcess
     sim: WeChatSimulator
     wechat_url: str
     clock: RunningClock
@@ -177,7 +177,7 @@ def fanout_world(dynamodb_endpoint: str, *, start: float, **sim_options: Any) ->
     clock = RunningClock(start)
     sim = WeChatSimulator(clock, seed=11, **sim_options)
     server = SimulatorServer(sim).start()
-    with MotoServer() as moto:
+    with MotoProcess() as moto:
         world = FanOut(name, dynamodb_endpoint, moto, sim, server.base_url, clock)
         try:
             yield world

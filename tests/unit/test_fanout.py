@@ -19,6 +19,7 @@ from token_refresher.outcome import Status
 from token_refresher.planner import state_key
 from token_refresher.rate_limit import DEPLOYMENT, CallRateLimiter, Limits
 from token_refresher.service import RefreshService
+from token_refresher.telemetry import min_seconds_to_expiry
 from token_refresher.token_store import RATE_PREFIX, TokenStore
 from token_refresher.triggers import Scheduled
 from token_refresher.work_queue import InlineWorkQueue, parse_body
@@ -152,7 +153,8 @@ def test_a_lost_index_entry_is_found_by_the_daily_sweep_and_put_right(harness: H
     swept |= set(recorder.apps)
     assert APP in swept, "the sweep (one app per run here) reaches the lost one"
     record = harness.record()
-    assert record is not None and record.due_at is not None, "the worker filed it again"
+    assert record is not None
+    assert record.due_at is not None, "the worker filed it again"
     harness.clock.advance(120)
     recorder, _ = _planned(harness, probe_stored_tokens=False, sweep_per_run=1)
     assert recorder.apps == [], "the sweep is done for the day"
@@ -198,8 +200,6 @@ def test_two_planners_at_once_both_send_and_one_state_wins(harness: Harness) -> 
 
 
 def test_the_close_to_expiry_metric_sees_entries_due_and_not_renewed(harness: Harness) -> None:
-    from token_refresher.telemetry import min_seconds_to_expiry
-
     harness.run(probe_stored_tokens=False)
     record = harness.record()
     assert record is not None

@@ -250,6 +250,27 @@ def test_an_empty_table_is_not_healthy(dynamodb: Any) -> None:
     assert out.startswith(f"No credentials in table '{TABLE}'")
 
 
+def test_the_refreshers_bookkeeping_rows_are_not_credentials(dynamodb: Any) -> None:
+    put(HEALTHY)
+    dynamodb.put_item(
+        TableName=TABLE,
+        Item={"app_id": {"S": "planner#main"}, "kind": {"S": "state"}, "revision": {"S": "r"}},
+    )
+    dynamodb.put_item(
+        TableName=TABLE,
+        Item={
+            "app_id": {"S": "rate#deployment"},
+            "kind": {"S": "1790000000"},
+            "calls_count": {"N": "4"},
+            "expires_ttl": {"N": "1790003600"},
+        },
+    )
+    code, out, err = status(dynamodb)
+    assert code == 0, err
+    assert "planner#" not in out
+    assert "rate#" not in out
+
+
 def test_app_filter(dynamodb: Any) -> None:
     put(*FIXTURE)
     code, out, _ = status(dynamodb, "--app", APP_A)

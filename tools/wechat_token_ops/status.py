@@ -129,10 +129,16 @@ def scan_items(client: DynamoDBClient, table: str, app_id: str | None) -> list[d
         ) from exc
 
 
+# The refresher's own bookkeeping rows: its planner's state and the call-rate counters.
+PLANNER_PREFIX = "planner#"
+RATE_PREFIX = "rate#"
+
+
 def _bookkeeping(item: dict[str, Any]) -> bool:
-    """A platform callback's push nonce or authorization event: not a credential."""
+    """A platform callback's push nonce or authorization event, the planner's state or a
+    call-rate counter: not a credential."""
     key = str(item.get(PK, {}).get("S", ""))
-    return key.startswith((NONCE_PREFIX, EVENT_PREFIX))
+    return key.startswith((NONCE_PREFIX, EVENT_PREFIX, PLANNER_PREFIX, RATE_PREFIX))
 
 
 def scan_records(

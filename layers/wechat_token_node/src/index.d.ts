@@ -139,6 +139,9 @@ export class CredentialRecord {
   readonly prior_expires_at: number | null;
   readonly info_type: string | null;
   readonly reconciled_at: number | null;
+  readonly reconcile_claimed_at: number | null;
+  readonly due_shard: string | null;
+  readonly due_at: number | null;
   isValid(now: number): boolean;
   remaining(now: number): number;
   fingerprint(): string | null;

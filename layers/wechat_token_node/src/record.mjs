@@ -86,6 +86,9 @@ export const FIELDS = Object.freeze({
   prior_expires_at: NUMBER,
   info_type: TEXT,
   reconciled_at: NUMBER,
+  reconcile_claimed_at: NUMBER,
+  due_shard: TEXT,
+  due_at: NUMBER,
 });
 // Attributes that are, or protect, a credential: readable on a record, never shown by
 // JSON.stringify, String() or util.inspect (record.py's repr=False fields).
