@@ -199,6 +199,17 @@ def test_two_planners_at_once_both_send_and_one_state_wins(harness: Harness) -> 
     assert second.apps == [], "the second saw the first's state: nothing new"
 
 
+def test_an_idle_plan_still_reports_the_close_to_expiry_metric(harness: Harness) -> None:
+    harness.run(probe_stored_tokens=False)
+    harness.clock.advance(120)
+    summary = harness.service(probe_stored_tokens=False).run(Scheduled())
+    assert list(summary) == []
+    assert min_seconds_to_expiry(summary) == 3900, (
+        "reported (the alarm treats missing data as breaching): nothing has less than the "
+        "renewal point"
+    )
+
+
 def test_the_close_to_expiry_metric_sees_entries_due_and_not_renewed(harness: Harness) -> None:
     harness.run(probe_stored_tokens=False)
     record = harness.record()
@@ -209,7 +220,7 @@ def test_the_close_to_expiry_metric_sees_entries_due_and_not_renewed(harness: Ha
     service = harness.service(probe_stored_tokens=False)
     service.queue = Recorder(service, deliver=False)  # sent, but no worker ever runs
     summary = service.run(Scheduled())
-    assert min_seconds_to_expiry(summary) is None, "just sent: the worker reports it"
+    assert min_seconds_to_expiry(summary) == 3900, "just sent, nothing else due: the floor"
     harness.clock.advance(600)
     summary = service.run(Scheduled())
     least = min_seconds_to_expiry(summary)

@@ -55,6 +55,9 @@ class PlanReport:
     swept: int = 0
     # (lane, seconds to expiry) of entries seen but not sent now (0: no value stored).
     watched: tuple[tuple[str, float], ...] = field(default=(), repr=False)
+    # The least time left any credential of these lanes can have without being watched
+    # (not due yet): what the close-to-expiry metric reports when nothing is watched.
+    quiet_floor: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -159,6 +162,7 @@ class Planner:
             logger.info("lane %s was planned by another run at the same time", lane)
         return PlanReport(
             lanes=report.lanes,
+            quiet_floor=report.quiet_floor,
             planned=report.planned + len(planned),
             from_index=report.from_index + from_index,
             from_registry=report.from_registry + from_registry,

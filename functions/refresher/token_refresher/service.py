@@ -29,7 +29,7 @@ from wechat_token.settings import WECHAT_GRACE_SECONDS, WECHAT_SERVER_SKEW_SECON
 
 from . import policy
 from .deadline import Deadline, Stopwatch
-from .due import Due, DueIndex, lane_of, lanes_of
+from .due import STABLE_LANE, Due, DueIndex, lane_of, lanes_of
 from .errors import (
     DeadlineError,
     EventError,
@@ -229,6 +229,8 @@ class RefreshService:
                 self._work_deadline = None
 
         report = self.planner.plan(registry, lanes, deadline.now(), send)
+        if any(lane != STABLE_LANE for lane in lanes):
+            report = replace(report, quiet_floor=self.rules.renew_below_seconds)
         ages: list[float] = []
         for component in registry.values():
             if component.type == COMPONENT and lane_of(COMPONENT) in lanes:

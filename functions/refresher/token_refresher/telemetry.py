@@ -120,4 +120,6 @@ def min_seconds_to_expiry(summary: RunSummary, *, stable: bool = False) -> float
         expiries += [left for lane, left in summary.plan.watched if (lane == STABLE_LANE) is stable]
     if any(o.seconds_to_expiry is None and o.failed for o in outcomes):
         expiries.append(0.0)
+    if not expiries and not stable and summary.plan is not None:
+        return summary.plan.quiet_floor  # nothing due: nothing has less than this
     return max(0.0, min(expiries)) if expiries else None
