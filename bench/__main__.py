@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=scale.TARGET_APPS,
         help="the largest fan-out the scale section runs (1000, 10000 or 100000; default "
-        "100000, which takes ~30 min here)",
+        "100000; beyond 10000 moto's SQS, slower with every queued message, takes hours here)",
     )
     args = parser.parse_args(argv)
     only = {name.strip() for name in args.only.split(",") if name.strip()}

@@ -308,12 +308,9 @@ class RefreshService:
 
     def _unfile(self, app_id: str) -> None:
         """An app no longer in the registry: its records leave the due index."""
-        for kind in Kind:
-            record = (
-                self.store.find(CredentialKey(app_id, kind))
-                if kind.is_ticket or kind in (ACCESS_TOKEN, Kind.COMPONENT_ACCESS_TOKEN)
-                else None
-            )
+        kinds = [ACCESS_TOKEN, Kind.COMPONENT_ACCESS_TOKEN, *(k for k in Kind if k.is_ticket)]
+        for kind in kinds:
+            record = self.store.find(CredentialKey(app_id, kind))
             if record is not None and record.due_at is not None:
                 self.store.set_due(record.key, None, was=record.due_at)
                 logger.warning(
