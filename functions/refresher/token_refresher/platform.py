@@ -109,8 +109,9 @@ class Platform:
         record = self.store.read(CredentialKey(component.app_id, Kind.COMPONENT_ACCESS_TOKEN))
         if not record.is_valid(now) or record.value is None:
             raise NoTokenError(
-                f"No valid component_access_token for {component.app_id!r}: it is refreshed "
-                "first in each run (is a verify ticket stored? see `wechat-token status`)"
+                f"No valid component_access_token for {component.app_id!r} yet: a worker "
+                "fetches it once a verify ticket is stored (a new platform: the next run "
+                "tries again; otherwise see `wechat-token status`)"
             )
         return record.value
 
