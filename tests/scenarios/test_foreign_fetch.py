@@ -58,8 +58,9 @@ def scheduled(
     outcomes: list[Outcome] = []
     while clock.now() + RUN_EVERY <= until:
         fleet.run(clock, until=clock.now() + RUN_EVERY)
-        outcomes.append(refresher.run(Scheduled())[0])
-        if stop is not None and stop(outcomes[-1]):
+        # A run sends the app only when it is due or its probe is (every 300 s).
+        outcomes.extend(refresher.run(Scheduled()))
+        if stop is not None and outcomes and stop(outcomes[-1]):
             break
     return outcomes
 

@@ -305,10 +305,7 @@ def test_the_worker_has_every_refresh_setting_of_the_refresher(source: dict[str,
     assert (
         rates["WechatCallsPerSecond"]["Default"],
         rates["ComponentCallsPerSecond"]["Default"],
-    ) == (
-        100,
-        50,
-    )
+    ) == (200, 200), "the settings' defaults (200/s carries about 600 000 credentials)"
     for name in ("WechatCallsPerSecond", "ComponentCallsPerSecond"):
         assert _parameter(source, name)["MinValue"] >= 1
 
