@@ -61,7 +61,10 @@ TABLE_INDEXES: Final[tuple[GlobalSecondaryIndexTypeDef, ...]] = (
             {"AttributeName": "due_shard", "KeyType": "HASH"},
             {"AttributeName": "due_at", "KeyType": "RANGE"},
         ],
-        "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["expires_at"]},
+        "Projection": {
+            "ProjectionType": "INCLUDE",
+            "NonKeyAttributes": ["expires_at", "renewable_at"],
+        },
     },
 )
 # Push nonces (replay protection) expire by themselves.

@@ -113,7 +113,10 @@ def test_token_table_has_the_template_schema(token_table: LocalTable) -> None:
         {"AttributeName": "due_shard", "KeyType": "HASH"},
         {"AttributeName": "due_at", "KeyType": "RANGE"},
     ]
-    assert due["Projection"] == {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["expires_at"]}
+    assert due["Projection"] == {
+        "ProjectionType": "INCLUDE",
+        "NonKeyAttributes": ["expires_at", "renewable_at"],
+    }
 
 
 def test_put_and_get_item(token_table: LocalTable) -> None:

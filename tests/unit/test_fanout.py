@@ -229,6 +229,30 @@ def test_the_close_to_expiry_metric_sees_entries_due_and_not_renewed(harness: Ha
     )
 
 
+def test_a_value_its_endpoint_holds_until_expiry_is_not_watched(harness: Harness) -> None:
+    # WeCom hands out the same token until it expires (renewable_at): nothing the refresher
+    # can do sooner, so its time left is no failure and must not pull the alarm metric down.
+    harness.run(probe_stored_tokens=False)
+    record = harness.record()
+    assert record is not None
+    assert record.expires_at is not None
+    assert record.due_at is not None
+    harness.dynamodb.update_item(
+        TableName=TABLE,
+        Key={"app_id": {"S": APP}, "kind": {"S": ACCESS_TOKEN}},
+        UpdateExpression="SET renewable_at = :r",
+        ExpressionAttributeValues={":r": {"N": str(record.expires_at + 300)}},
+    )
+    harness.clock.now = record.due_at + 1
+    service = harness.service(probe_stored_tokens=False)
+    service.queue = Recorder(service, deliver=False)
+    service.run(Scheduled())
+    harness.clock.advance(600)
+    assert min_seconds_to_expiry(service.run(Scheduled())) == 3900, (
+        "held by its endpoint until it expires: not watched, the metric stays at the floor"
+    )
+
+
 # -- the worker --------------------------------------------------------------------------
 
 

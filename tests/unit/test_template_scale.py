@@ -133,8 +133,11 @@ def test_the_due_index_is_the_one_local_aws_creates(source: dict[str, Any]) -> N
                 {"AttributeName": "due_shard", "KeyType": "HASH"},
                 {"AttributeName": "due_at", "KeyType": "RANGE"},
             ],
-            # The keys and expires_at (the planner's MinSecondsToExpiry): never a token value.
-            "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["expires_at"]},
+            # The keys, expires_at and renewable_at (MinSecondsToExpiry): never a token value.
+            "Projection": {
+                "ProjectionType": "INCLUDE",
+                "NonKeyAttributes": ["expires_at", "renewable_at"],
+            },
         }
     )
     assert indexes == local

@@ -57,11 +57,13 @@ class Due:
 
 @dataclass(frozen=True, slots=True)
 class DueEntry:
-    """One answer of a due-index query: the credential, when it is due, its stored expiry."""
+    """One answer of a due-index query: the credential, when it is due, its stored expiry,
+    and when its endpoint will hand out a new value (None: whenever asked)."""
 
     key: CredentialKey
     due_at: float
     expires_at: float | None
+    renewable_at: float | None = None
 
 
 class DueIndex:

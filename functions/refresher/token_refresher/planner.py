@@ -31,7 +31,7 @@ from typing import Any
 
 from wechat_token.record import CredentialKey, attribute_value
 
-from .due import PLATFORM, DueIndex, lane_of
+from .due import PLATFORM, STABLE_LANE, DueIndex, lane_of
 from .registry import COMPONENT, Registry
 from .token_store import TokenStore
 
@@ -186,7 +186,12 @@ class Planner:
                     fresh += app_id not in units
                     units[app_id] = None
                     continue
-                watched.append((lane, max(0.0, (entry.expires_at or now) - now)))
+                # A value its endpoint hands out until it expires (WeCom) cannot be renewed
+                # early, so its expiry is no refresher failure: not watched, as
+                # min_seconds_to_expiry leaves such outcomes out (renewable_in).
+                held = entry.renewable_at is not None and entry.renewable_at > now
+                if lane == STABLE_LANE or not held:
+                    watched.append((lane, max(0.0, (entry.expires_at or now) - now)))
                 if straggle and entry.due_at <= now - STRAGGLER_SECONDS:
                     stragglers += app_id not in units
                     units[app_id] = None

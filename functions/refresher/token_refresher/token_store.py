@@ -247,12 +247,13 @@ class TokenStore:
             due_at = float(item["due_at"]["N"])
             if after is not None and due_at <= after:
                 continue  # BETWEEN is inclusive; the window is (after, until]
-            expires = item.get("expires_at")
+            expires, renewable = item.get("expires_at"), item.get("renewable_at")
             entries.append(
                 DueEntry(
                     CredentialKey(item[PK]["S"], item[SK]["S"]),
                     due_at,
                     float(expires["N"]) if expires else None,
+                    float(renewable["N"]) if renewable else None,
                 )
             )
         return entries
