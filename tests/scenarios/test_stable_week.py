@@ -8,9 +8,10 @@ between its asks in a window pass simulated time while the consumers go on calli
 (:class:`Timeline`). The 20 consumers use bare ``TokenReader.get`` with the layer's default
 60 s cache and no passive refresh: a token they are given must simply work.
 
-The alarm metric is what the runs publish (``min_seconds_to_expiry(..., stable=True)``),
-evaluated like ``StableTokenCloseToExpiryAlarm``: 1-minute Minimum, three breaching minutes
-in a row, missing data breaching.
+The alarm metric is what the runs publish (``min_seconds_to_expiry(..., stable=True)``, or
+``NO_STABLE_TOKEN_SECONDS`` when a run saw no stable token: a planner run where nothing is
+due reports no outcome), evaluated like ``StableTokenCloseToExpiryAlarm``: 1-minute Minimum,
+three breaching minutes in a row, missing data breaching.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pytest
 from token_refresher.outcome import RunSummary, Status
 from token_refresher.registry import STABLE
 from token_refresher.service import RefreshService
-from token_refresher.telemetry import min_seconds_to_expiry
+from token_refresher.telemetry import NO_STABLE_TOKEN_SECONDS, min_seconds_to_expiry
 from token_refresher.triggers import Scheduled
 
 from local_aws import DynamoDBLocal, create_token_table, dynamodb_client
@@ -61,11 +62,13 @@ class Week:
     expiries: dict[str, float] = field(default_factory=dict)  # app -> stored expires_at
 
     def report(self, summary: RunSummary, now: float) -> None:
-        """One run: its alarm datapoint, its outcomes, the stored expiries it left."""
+        """One run: its alarm datapoint (every scheduled run publishes one, as
+        ``telemetry.publish`` does), its outcomes, the stored expiries it left."""
         least = min_seconds_to_expiry(summary, stable=True)
-        if least is not None:
-            minute = int(now // 60)
-            self.datapoints[minute] = min(self.datapoints.get(minute, float("inf")), least)
+        if least is None:
+            least = NO_STABLE_TOKEN_SECONDS
+        minute = int(now // 60)
+        self.datapoints[minute] = min(self.datapoints.get(minute, float("inf")), least)
         for outcome in summary:
             self.statuses[str(outcome.status)] += 1
             before = self.expiries.get(outcome.app_id)
