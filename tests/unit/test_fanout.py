@@ -24,7 +24,7 @@ from token_refresher.token_store import RATE_PREFIX, TokenStore
 from token_refresher.triggers import Scheduled
 from token_refresher.work_queue import InlineWorkQueue, parse_body
 from token_refresher.worker import BatchWorker, ThreadedBatchProcessor
-from wechat_token.record import ACCESS_TOKEN, CredentialKey
+from wechat_token.record import ACCESS_TOKEN, CredentialKey, CredentialRecord
 
 from local_aws.resources import create_token_table
 from tests.unit.conftest import APP, SECRET, TABLE, Harness, ManualClock
@@ -210,10 +210,16 @@ def test_an_idle_plan_still_reports_the_close_to_expiry_metric(harness: Harness)
     )
 
 
-def test_the_close_to_expiry_metric_sees_entries_due_and_not_renewed(harness: Harness) -> None:
+def _refreshed_once(harness: Harness) -> CredentialRecord:
+    """One scheduled refresh of APP without the probe; its stored record."""
     harness.run(probe_stored_tokens=False)
     record = harness.record()
     assert record is not None
+    return record
+
+
+def test_the_close_to_expiry_metric_sees_entries_due_and_not_renewed(harness: Harness) -> None:
+    record = _refreshed_once(harness)
     assert record.expires_at is not None
     assert record.due_at is not None
     harness.clock.now = record.due_at + 1
@@ -232,9 +238,7 @@ def test_the_close_to_expiry_metric_sees_entries_due_and_not_renewed(harness: Ha
 def test_a_value_its_endpoint_holds_until_expiry_is_not_watched(harness: Harness) -> None:
     # WeCom hands out the same token until it expires (renewable_at): nothing the refresher
     # can do sooner, so its time left is no failure and must not pull the alarm metric down.
-    harness.run(probe_stored_tokens=False)
-    record = harness.record()
-    assert record is not None
+    record = _refreshed_once(harness)
     assert record.expires_at is not None
     assert record.due_at is not None
     harness.dynamodb.update_item(
